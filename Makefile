@@ -1,0 +1,29 @@
+# The two commands a new user runs: `make demo` and `make test`. Both create .venv themselves.
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+
+.PHONY: demo test lint venv clean
+
+venv: $(VENV_STAMP)
+
+# pip, not uv/poetry: pip takes this machine's local torch wheels; a resolver may fetch another torch.
+$(VENV_STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import torch, torchvision, hydradet, pycocotools, safetensors, pydantic"
+	touch $(VENV_STAMP)
+
+demo: venv
+	$(PY) -m hydradet.demo
+
+lint: venv
+	.venv/bin/ruff check hydradet tests benchmarks
+	.venv/bin/ruff format --check hydradet tests benchmarks
+
+test: venv lint
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf runs demo_data .pytest_cache

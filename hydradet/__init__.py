@@ -1,0 +1,1 @@
+"""hydradet: one detector, a head per label space."""

@@ -1,0 +1,1 @@
+from hydradet.cli import main; import sys; sys.exit(main())

@@ -1,0 +1,122 @@
+"""`hydradet train|val|predict|synth`: thin wrappers; the work is in the stage packages."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from hydradet.config.load import ConfigError, load_config
+from hydradet.data.records import DataError
+from hydradet.model.weights import WeightsError
+
+# Errors that mean "your input is wrong": reported as one clear message and exit code 2, never a traceback.
+_USER_ERRORS = (ConfigError, DataError, WeightsError, FileNotFoundError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hydradet", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model from a config")
+    p.add_argument("config", type=Path)
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. train.epochs=3")
+
+    p = sub.add_parser("val", help="per-head mAP of a weights file on the config's val data")
+    p.add_argument("config", type=Path)
+    p.add_argument("weights", type=Path)
+    p.add_argument("overrides", nargs="*")
+
+    p = sub.add_parser("predict", help="detect on images or folders; writes pictures and predictions.json")
+    p.add_argument("weights", type=Path)
+    p.add_argument("inputs", nargs="+", help="images or folders")
+    p.add_argument("--conf", type=float, default=0.25)
+    p.add_argument("--iou", type=float, default=0.5)
+    p.add_argument("--heads", default=None, help="comma-separated heads to run (default: all)")
+    p.add_argument("--imgsz", type=int, default=None)
+    p.add_argument("--out", type=Path, default=Path("runs/predict"))
+
+    p = sub.add_parser("synth", help="write the synthetic two-source world (COCO persons, YOLO animals)")
+    p.add_argument("out", type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-images", type=int, default=None, help="train images per source")
+    p.add_argument("--val-images", type=int, default=None)
+
+    args = parser.parse_args(argv)
+    try:
+        return {"train": _train, "val": _val, "predict": _predict, "synth": _synth}[args.command](args)
+    except _USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _train(args: argparse.Namespace) -> int:
+    from hydradet.train.trainer import train
+
+    cfg = load_config(args.config, args.overrides)
+    train(cfg)
+    return 0
+
+
+def _val(args: argparse.Namespace) -> int:
+    import torch
+
+    from hydradet.data.dataset import SourceDataset
+    from hydradet.eval.evaluate import evaluate, format_table
+    from hydradet.model.weights import load_model
+
+    cfg = load_config(args.config, args.overrides)
+    model = load_model(args.weights)
+    val_sets = [SourceDataset(cfg, s, "val", train=False) for s, src in cfg.sources.items() if src.val]
+    if not val_sets:
+        raise ConfigError(f"{args.config}: no source has a `val` split to evaluate on")
+    print(format_table(evaluate(model, cfg, val_sets, torch.device("cpu"))))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from hydradet.infer.draw import save_drawing
+    from hydradet.infer.predict import Predictor, list_images
+    from hydradet.model.weights import load_model
+
+    model = load_model(args.weights)
+    heads = args.heads.split(",") if args.heads else None
+    try:
+        predictor = Predictor(model, heads, conf=args.conf, iou=args.iou, imgsz=args.imgsz)
+    except ValueError as e:
+        raise ConfigError(f"--heads: {e}") from None
+    paths = list_images(args.inputs)
+    out = args.out
+    records, counts = [], {h: 0 for h in predictor.heads}
+    for result in tqdm(predictor(paths), total=len(paths), desc="predict"):
+        save_drawing(result, list(model.heads), out)
+        records.append(result.to_json())
+        for h, r in result.heads.items():
+            counts[h] += len(r.scores)
+    (out / "predictions.json").write_text(json.dumps(records, indent=1))
+    summary = ", ".join(f"{h}: {n}" for h, n in counts.items())
+    print(f"{len(paths)} images; detections per head: {summary}")
+    print(f"pictures and predictions.json in {out}")
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from hydradet.data.synth import SynthSpec, write_synthetic_world
+
+    spec = SynthSpec(seed=args.seed)
+    if args.train_images is not None:
+        spec = replace(spec, train_images_per_source=args.train_images)
+    if args.val_images is not None:
+        spec = replace(spec, val_images=args.val_images)
+    world = write_synthetic_world(args.out, spec)
+    print(f"synthetic world in {world.root}; train with: hydradet train {world.config_yaml}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Read a config: default.yaml <- the run's YAML <- key=value overrides, validated, or a ConfigError."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from hydradet.config.schema import Config, KeyedError
+
+DEFAULT_YAML = Path(__file__).with_name("default.yaml")
+
+# Keys holding paths. Relative paths are resolved against the folder of the file that set them
+# (the working directory for command-line overrides), so a config can be run from anywhere.
+_PATH_KEYS = (("model", "backbone_weights"), ("model", "init"))
+_SOURCE_PATH_KEYS = ("train", "val", "images")
+
+
+class ConfigError(Exception):
+    """A config that cannot be used. `str()` names the key, what is wrong and what is accepted."""
+
+    exit_code = 2
+
+
+def defaults() -> dict[str, Any]:
+    with DEFAULT_YAML.open() as f:
+        return yaml.safe_load(f)
+
+
+def load_config(
+    source: str | Path | dict[str, Any], overrides: list[str] | tuple[str, ...] = (), check_paths: bool = True
+) -> Config:
+    """Build a validated Config from a YAML path (or a dict, paths relative to the working directory)."""
+    if isinstance(source, dict):
+        user, base = copy.deepcopy(source), Path.cwd()
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        user, base = _read_yaml(path), path.resolve().parent
+    if not isinstance(user, dict):
+        raise ConfigError(f"{source}: the config must be a YAML mapping (key: value), got {type(user).__name__}")
+    _resolve_paths(user, base)
+    merged = _merge(defaults(), user, "")
+    for item in overrides:
+        _apply_override(merged, item)
+    try:
+        cfg = Config.model_validate(merged)
+    except ValidationError as e:
+        raise ConfigError(_explain(e, merged)) from None
+    if check_paths:
+        _check_paths_exist(cfg)
+    return cfg
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML (what a run saves beside its weights)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        with path.open() as f:
+            return yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+
+
+def _resolve_paths(user: dict[str, Any], base: Path) -> None:
+    def fix(d: Any, key: str) -> None:
+        if isinstance(d, dict) and isinstance(d.get(key), str):
+            p = Path(d[key]).expanduser()
+            d[key] = str(p if p.is_absolute() else base / p)
+
+    for section, key in _PATH_KEYS:
+        fix(user.get(section), key)
+    for src in (user.get("sources") or {}).values():
+        for key in _SOURCE_PATH_KEYS:
+            fix(src, key)
+
+
+def _merge(base: dict[str, Any], user: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Deep-merge user onto the defaults. heads/sources are user-owned maps and replace the default {}."""
+    out = copy.deepcopy(base)
+    for key, value in user.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and out[key]:
+            out[key] = _merge(out[key], value, f"{prefix}{key}.")
+        else:
+            out[key] = value
+    return out
+
+
+def _apply_override(cfg: dict[str, Any], item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value, e.g. train.epochs=3")
+    dotted, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError:
+        value = raw
+    keys = dotted.strip().split(".")
+    node = cfg
+    for i, key in enumerate(keys[:-1]):
+        if not isinstance(node.get(key), dict):
+            if key in node:
+                raise ConfigError(f"override {item!r}: `{'.'.join(keys[: i + 1])}` is not a section")
+            node[key] = {}
+        node = node[key]
+    node[keys[-1]] = value
+
+
+def _explain(err: ValidationError, data: dict[str, Any]) -> str:
+    lines = [f"invalid config ({err.error_count()} problem{'s' * (err.error_count() > 1)}):"]
+    for e in err.errors():
+        keyed = (e.get("ctx") or {}).get("error")
+        if isinstance(keyed, KeyedError):
+            lines.append(f"  {keyed.key}: {keyed.message}")
+            continue
+        loc = [str(p) for p in e["loc"] if not str(p).startswith(("function-", "tagged-union"))]
+        # A union reports each alternative's location (e.g. `...ratios.str`, `...ratios.TemperatureRatios`);
+        # keep the key the user wrote.
+        loc = [p for p in loc if p not in ("str", "TemperatureRatios", "literal['proportional','equal']")]
+        key = ".".join(loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            parent, name = loc[:-1], loc[-1]
+            allowed = _allowed_keys(parent)
+            hint = difflib.get_close_matches(name, allowed, n=1)
+            lines.append(
+                f"  {key}: unknown key{f'; did you mean `{hint[0]}`?' if hint else ''} "
+                f"Accepted keys here: {', '.join(allowed)}"
+            )
+        elif e["type"] == "missing":
+            lines.append(f"  {key}: required key is missing")
+        else:
+            got = e.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"  {key}: {e['msg'].removeprefix('Value error, ')}{shown}")
+    return "\n".join(dict.fromkeys(lines))  # unions can report the same line twice
+
+
+def _allowed_keys(parent: list[str]) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in parent:
+        field = model.model_fields.get(part)
+        if field is None:  # a map entry (a head or source name): the value model is the dict's value type
+            continue
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        candidates = [a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if candidates:
+            model = candidates[0]
+        elif args and isinstance(args[-1], type) and issubclass(args[-1], BaseModel):
+            model = args[-1]
+    return list(model.model_fields)
+
+
+def _check_paths_exist(cfg: Config) -> None:
+    missing: list[str] = []
+    for sname, src in cfg.sources.items():
+        for key in _SOURCE_PATH_KEYS:
+            p = getattr(src, key)
+            if p is not None and not p.exists():
+                missing.append(f"  sources.{sname}.{key}: path does not exist: {p}")
+    for section, key in _PATH_KEYS:
+        p = getattr(getattr(cfg, section), key)
+        if p is not None and not p.exists():
+            missing.append(f"  {section}.{key}: file does not exist: {p}")
+    if missing:
+        raise ConfigError("invalid config (paths are relative to the config file's folder):\n" + "\n".join(missing))

@@ -1,0 +1,152 @@
+"""The validated shape of a hydradet config. Defaults are not here: they live in default.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+BACKBONES = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenet_v3_large",
+    "mobilenet_v3_small",
+    "shufflenet_v2_x0_5",
+    "shufflenet_v2_x1_0",
+)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HeadConfig(Strict):
+    task: Literal["detect"]
+    classes: list[str] = Field(min_length=1)
+
+    @field_validator("classes")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        dup = sorted({c for c in v if v.count(c) > 1})
+        if dup:
+            raise ValueError(f"class names must be unique; repeated: {dup}")
+        return v
+
+
+class SourceConfig(Strict):
+    format: Literal["coco", "yolo"]
+    train: Path | None = None
+    val: Path | None = None
+    images: Path | None = None
+    labels: dict[str, dict[str, str]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _has_a_split(self) -> SourceConfig:
+        if self.train is None and self.val is None:
+            raise ValueError("a source needs `train`, `val` or both (a path to its COCO JSON or YOLO data YAML)")
+        return self
+
+    def heads(self) -> tuple[str, ...]:
+        """The heads this source supervises, in config order."""
+        return tuple(self.labels)
+
+
+class ModelConfig(Strict):
+    backbone: Literal[BACKBONES]  # type: ignore[valid-type]
+    backbone_weights: Path | None
+    backbone_norm: Literal["batch", "frozen"]
+    neck_width: int = Field(ge=8, le=1024)
+    head_convs: int = Field(ge=0, le=8)
+    imgsz: int = Field(ge=32, le=4096, multiple_of=32)
+    init: Path | None
+
+
+class TemperatureRatios(Strict):
+    temperature: float = Field(gt=0)
+
+
+class SamplingConfig(Strict):
+    mode: Literal["mixed", "alternate"]
+    ratios: Literal["proportional", "equal"] | TemperatureRatios
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(ge=0)
+    batch: int = Field(ge=1)
+    optimizer: Literal["sgd", "adamw"]
+    lr: float = Field(gt=0)
+    momentum: float = Field(ge=0, lt=1)
+    weight_decay: float = Field(ge=0)
+    warmup_epochs: float = Field(ge=0)
+    warmup_start: float = Field(gt=0, le=1)
+    final_lr: float = Field(ge=0, le=1)
+    grad_clip: float = Field(ge=0)
+    steps_per_epoch: int | None = Field(ge=1)
+    sampling: SamplingConfig
+    hflip: float = Field(ge=0, le=1)
+    seed: int
+    workers: int = Field(ge=0)
+    device: Literal["cpu", "cuda", "auto"]
+
+
+class EvalConfig(Strict):
+    every: int = Field(ge=1)
+    conf: float = Field(ge=0, le=1)
+    iou: float = Field(gt=0, le=1)
+    max_det: int = Field(ge=1)
+    batch: int = Field(ge=1)
+
+
+class PredictConfig(Strict):
+    conf: float = Field(ge=0, le=1)
+    iou: float = Field(gt=0, le=1)
+    max_det: int = Field(ge=1)
+
+
+class Config(Strict):
+    heads: dict[str, HeadConfig]
+    sources: dict[str, SourceConfig]
+    model: ModelConfig
+    train: TrainConfig
+    eval: EvalConfig
+    predict: PredictConfig
+    project: Path
+    name: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _labels_name_known_heads_and_classes(self) -> Config:
+        # Errors are raised with the offending key path so that the loader can name it.
+        for sname, src in self.sources.items():
+            for hname, mapping in src.labels.items():
+                if hname not in self.heads:
+                    raise KeyedError(
+                        f"sources.{sname}.labels.{hname}",
+                        f"unknown head {hname!r}; configured heads: {sorted(self.heads)}",
+                    )
+                known = self.heads[hname].classes
+                for src_cls, head_cls in mapping.items():
+                    if head_cls not in known:
+                        raise KeyedError(
+                            f"sources.{sname}.labels.{hname}.{src_cls}",
+                            f"unknown class {head_cls!r} for head {hname!r}; its classes: {known}",
+                        )
+        if not self.heads:
+            raise KeyedError("heads", "no heads configured; add e.g. `heads: {person: {task: detect, classes: [person]}}`")
+        if not any(s.train for s in self.sources.values()) and self.train.epochs > 0:
+            raise KeyedError("sources", "no source has a `train` split, so there is nothing to train on")
+        return self
+
+    def source_heads(self) -> dict[str, tuple[str, ...]]:
+        """Source name -> the heads it supervises: the one rule's table."""
+        return {name: src.heads() for name, src in self.sources.items()}
+
+
+class KeyedError(ValueError):
+    """A validation error that knows which config key it is about."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message

@@ -1,0 +1,123 @@
+"""Ultralytics YOLO reader: a data YAML (path, train/val, names) or a bare images folder.
+
+Labels are found the Ultralytics way: the last `images` folder in an image's path replaced by `labels`, the
+extension by `.txt`; each line `class cx cy w h`, normalised to the image size. A missing label file means
+a background image (counted); an empty one is a background image too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from hydradet.data.records import DataError, ImageRecord, SplitRecords, clean_boxes
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def read_yolo(path: Path, split: str) -> SplitRecords:
+    """path: a data YAML (its `split` entry is used) or a folder of images."""
+    if path.is_dir():
+        names = _names_from_sibling_yaml(path)
+        return _read_images(_list_images([path], path), names)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise DataError(f"{path}{where}: not valid YAML") from None
+    if "names" not in data:
+        raise DataError(f"{path}: key `names` is missing; list the class names, e.g. `names: [person, dog]`")
+    names = _parse_names(data["names"], path)
+    root = Path(data.get("path") or ".")
+    root = root if root.is_absolute() else (path.parent / root)
+    entry = data.get(split)
+    if entry is None:
+        raise DataError(f"{path}: key `{split}` is missing; it should name the {split} images folder or list")
+    entries = entry if isinstance(entry, list) else [entry]
+    return _read_images(_list_images([root / e for e in entries], path), names)
+
+
+def _parse_names(names: object, path: Path) -> list[str]:
+    if isinstance(names, list):
+        return [str(n) for n in names]
+    if isinstance(names, dict):
+        ids = sorted(names)
+        if ids != list(range(len(ids))):
+            raise DataError(f"{path}: `names` ids must be 0..{len(ids) - 1} without gaps, got {ids}")
+        return [str(names[i]) for i in ids]
+    raise DataError(f"{path}: `names` must be a list or a {{id: name}} mapping")
+
+
+def _names_from_sibling_yaml(folder: Path) -> list[str]:
+    for cand in [*folder.parent.glob("*.yaml"), *folder.parent.parent.glob("*.yaml")]:
+        data = yaml.safe_load(cand.read_text()) or {}
+        if "names" in data:
+            return _parse_names(data["names"], cand)
+    raise DataError(f"{folder}: no data YAML with `names` found beside it; give the data YAML as the split path")
+
+
+def _list_images(entries: list[Path], origin: Path) -> list[Path]:
+    images: list[Path] = []
+    for e in entries:
+        if e.is_dir():
+            images += sorted(p for p in e.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif e.suffix == ".txt" and e.is_file():  # a list of image paths, relative to the list's folder
+            lines = [ln.strip() for ln in e.read_text().splitlines() if ln.strip()]
+            images += [p if p.is_absolute() else e.parent / p for p in map(Path, lines)]
+        else:
+            raise DataError(f"{origin}: {e} is neither an images folder nor a .txt list of images")
+    return images
+
+
+def label_path(image: Path) -> Path:
+    parts = list(image.parts)
+    if "images" in parts:
+        i = len(parts) - 1 - parts[::-1].index("images")
+        parts[i] = "labels"
+    return Path(*parts).with_suffix(".txt")
+
+
+def _read_images(images: list[Path], names: list[str]) -> SplitRecords:
+    out = SplitRecords(records=[], class_names=names)
+    for img in images:
+        if not img.is_file():
+            out.skip("image file missing")
+            continue
+        lbl = label_path(img)
+        if not lbl.is_file():
+            out.skip("label file missing (image kept as background)")
+            rows = np.zeros((0, 5), np.float32)
+        else:
+            rows = _parse_label_file(lbl, len(names))
+        w = h = 0
+        if len(rows):
+            with Image.open(img) as im:  # reads the header only
+                w, h = im.size
+        cx, cy, bw, bh = (rows[:, 1] * w, rows[:, 2] * h, rows[:, 3] * w, rows[:, 4] * h)
+        boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1).astype(np.float32)
+        classes = [names[int(c)] for c in rows[:, 0]]
+        boxes, classes = clean_boxes(boxes, classes, w, h, out)
+        out.records.append(ImageRecord(img, boxes, classes, w, h))
+    return out
+
+
+def _parse_label_file(lbl: Path, num_classes: int) -> np.ndarray:
+    rows = []
+    for n, line in enumerate(lbl.read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 5:
+            raise DataError(f"{lbl}:{n}: expected `class cx cy w h` (5 numbers), got {len(fields)} fields")
+        try:
+            vals = [float(f) for f in fields]
+        except ValueError:
+            raise DataError(f"{lbl}:{n}: not a number in {line.strip()!r}") from None
+        if not vals[0].is_integer() or not 0 <= vals[0] < num_classes:
+            raise DataError(f"{lbl}:{n}: class id {fields[0]} out of range 0..{num_classes - 1}; fix it or `names`")
+        rows.append(vals)
+    return np.array(rows, np.float32).reshape(-1, 5)

@@ -1,0 +1,60 @@
+"""COCO mAP50-95 and mAP50 for one head, by pycocotools (the reference implementation, run in memory)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+
+@dataclass
+class ImageBoxes:
+    boxes: np.ndarray  # (N, 4) xyxy in original image pixels
+    labels: np.ndarray  # (N,) class index
+    scores: np.ndarray | None = None  # (N,) for predictions; None for ground truth
+
+
+def coco_map(gts: list[ImageBoxes], preds: list[ImageBoxes], class_names: list[str]) -> dict[str, float]:
+    """gts[i] and preds[i] are the same image. Returns {"mAP50-95", "mAP50"}; NaN when there is no ground truth."""
+    if len(gts) != len(preds):
+        raise ValueError(f"{len(gts)} ground-truth images but {len(preds)} prediction images")
+    categories = [{"id": i + 1, "name": n} for i, n in enumerate(class_names)]
+    images = [{"id": i + 1, "width": 0, "height": 0} for i in range(len(gts))]
+    anns = _as_coco(gts, with_scores=False)
+    for k, a in enumerate(anns, 1):
+        a["id"] = k
+    if not anns:
+        return {"mAP50-95": float("nan"), "mAP50": float("nan")}
+    dets = _as_coco(preds, with_scores=True)
+    if not dets:
+        return {"mAP50-95": 0.0, "mAP50": 0.0}
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        gt = COCO()
+        gt.dataset = {"images": images, "annotations": anns, "categories": categories}
+        gt.createIndex()
+        dt = gt.loadRes(dets)
+        ev = COCOeval(gt, dt, iouType="bbox")
+        ev.params.maxDets = [1, 10, 100]
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {"mAP50-95": max(0.0, float(ev.stats[0])), "mAP50": max(0.0, float(ev.stats[1]))}
+
+
+def _as_coco(items: list[ImageBoxes], with_scores: bool) -> list[dict]:
+    out = []
+    for i, item in enumerate(items, 1):
+        xywh = np.concatenate([item.boxes[:, :2], item.boxes[:, 2:] - item.boxes[:, :2]], 1) if len(item.boxes) else []
+        for j in range(len(item.boxes)):
+            d = {"image_id": i, "category_id": int(item.labels[j]) + 1, "bbox": [float(v) for v in xywh[j]]}
+            d["area"] = d["bbox"][2] * d["bbox"][3]
+            if with_scores:
+                d["score"] = float(item.scores[j])  # type: ignore[index]
+            else:
+                d["iscrowd"] = 0
+            out.append(d)
+    return out

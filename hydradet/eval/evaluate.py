@@ -1,0 +1,51 @@
+"""Per-head evaluation: each val set is run once, through the heads its source labels; each head is scored
+on its own val data only (a head is never scored on images whose source does not label it)."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader
+
+from hydradet.config.schema import Config
+from hydradet.data.dataset import SourceDataset, collate
+from hydradet.eval.coco_map import ImageBoxes, coco_map
+from hydradet.model.detector import HydraDetector
+
+
+@torch.no_grad()
+def evaluate(
+    model: HydraDetector, cfg: Config, val_sets: list[SourceDataset], device: torch.device
+) -> dict[str, dict[str, float]]:
+    """head -> {"mAP50-95", "mAP50", "images"} over the val splits of the sources that label that head."""
+    was_training = model.training
+    model.eval()
+    gts: dict[str, list[ImageBoxes]] = {h: [] for h in model.heads}
+    preds: dict[str, list[ImageBoxes]] = {h: [] for h in model.heads}
+    for ds in val_sets:
+        heads = [h for h in cfg.sources[ds.source].heads() if h in model.heads]
+        loader = DataLoader(ds, batch_size=cfg.eval.batch, collate_fn=collate, num_workers=min(cfg.train.workers, 2))
+        for batch in loader:
+            outputs = model(batch.images.to(device), dict.fromkeys(heads))
+            for head in heads:
+                dets = model.heads[head].postprocess(outputs[head], cfg.eval.conf, cfg.eval.iou, cfg.eval.max_det)
+                for i, d in enumerate(dets):
+                    s, (w, h) = batch.scales[i], batch.orig_sizes[i]
+                    t = batch.targets[i][head]
+                    gts[head].append(ImageBoxes(t["boxes"].numpy() / s, t["labels"].numpy()))
+                    boxes = (d.boxes.cpu() / s).clamp(min=0)
+                    boxes[:, 0::2] = boxes[:, 0::2].clamp(max=w)
+                    boxes[:, 1::2] = boxes[:, 1::2].clamp(max=h)
+                    preds[head].append(ImageBoxes(boxes.numpy(), d.labels.cpu().numpy(), d.scores.cpu().numpy()))
+    model.train(was_training)
+    results = {}
+    for head in model.heads:
+        if gts[head]:
+            results[head] = {**coco_map(gts[head], preds[head], cfg.heads[head].classes), "images": len(gts[head])}
+    return results
+
+
+def format_table(results: dict[str, dict[str, float]]) -> str:
+    lines = [f"{'head':<16}{'images':>8}{'mAP50-95':>10}{'mAP50':>8}"]
+    for head, r in results.items():
+        lines.append(f"{head:<16}{int(r['images']):>8}{r['mAP50-95']:>10.3f}{r['mAP50']:>8.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,76 @@
+"""Backbones from torchvision, cut to return their stride-8, -16 and -32 feature maps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import Tensor, nn
+from torchvision.models.feature_extraction import create_feature_extractor
+from torchvision.ops import FrozenBatchNorm2d
+
+# The graph nodes whose outputs are the last feature maps at strides 8, 16 and 32. MobileNet's are found by
+# probing (its stages are not named), the others are named stages.
+_RETURN_NODES = {
+    "resnet18": ["layer2", "layer3", "layer4"],
+    "resnet34": ["layer2", "layer3", "layer4"],
+    "resnet50": ["layer2", "layer3", "layer4"],
+    "shufflenet_v2_x0_5": ["stage2", "stage3", "stage4"],
+    "shufflenet_v2_x1_0": ["stage2", "stage3", "stage4"],
+}
+
+
+class Backbone(nn.Module):
+    """Image batch (B, 3, H, W) in [0, 1] -> three feature maps at strides 8, 16, 32."""
+
+    strides = (8, 16, 32)
+
+    def __init__(self, name: str, weights: Path | None = None, norm: str = "batch") -> None:
+        super().__init__()
+        net = getattr(torchvision.models, name)(weights=None)
+        if weights is not None:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            missing, _unexpected = net.load_state_dict(state, strict=False)
+            kept = [k for k in missing if not k.startswith(("fc.", "classifier.", "conv5."))]
+            if kept:
+                raise ValueError(f"{weights}: not a {name} state dict; missing {len(kept)} tensors, e.g. {kept[:3]}")
+        nodes = _RETURN_NODES.get(name) or _probe_stride_nodes(net)
+        self.body = create_feature_extractor(net, {n: str(i) for i, n in enumerate(nodes)})
+        if norm == "frozen":
+            _freeze_batchnorm(self.body)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+        with torch.no_grad():
+            self.body.eval()
+            probe = self.body(torch.zeros(1, 3, 64, 64))
+            self.body.train()
+        self.out_channels = [f.shape[1] for f in probe.values()]
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        return list(self.body((images - self.mean) / self.std).values())
+
+
+def _probe_stride_nodes(net: nn.Module) -> list[str]:
+    """For nets with a `features` Sequential: the last block at each of strides 8, 16, 32."""
+    x = torch.zeros(1, 3, 64, 64)
+    last_at: dict[int, str] = {}
+    with torch.no_grad():
+        for i, block in enumerate(net.features):  # type: ignore[union-attr]
+            x = block(x)
+            last_at[64 // x.shape[-1]] = f"features.{i}"
+    return [last_at[s] for s in (8, 16, 32)]
+
+
+def _freeze_batchnorm(module: nn.Module) -> None:
+    """Swap every BatchNorm2d for torchvision's FrozenBatchNorm2d with the same statistics."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            frozen.weight.copy_(child.weight.detach())
+            frozen.bias.copy_(child.bias.detach())
+            frozen.running_mean.copy_(child.running_mean)
+            frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen)
+        else:
+            _freeze_batchnorm(child)

@@ -1,0 +1,169 @@
+"""An anchor-free FCOS-style detection head: its forward, its loss and its post-processing.
+
+Follows torchvision's FCOS (Tian et al. 2019; torchvision/models/detection/fcos.py): center sampling, scale
+ranges per level, focal loss, GIoU loss, centerness. GroupNorm in the towers, so a head holds no running
+statistics: its state changes only through its own gradients.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import batched_nms, generalized_box_iou_loss, sigmoid_focal_loss
+
+
+@dataclass
+class DetectOutput:
+    """Raw outputs over all levels' locations, concatenated: L = sum of H_l * W_l."""
+
+    cls_logits: Tensor  # (B, L, C)
+    box_ltrb: Tensor  # (B, L, 4): distances from each location to the box's sides, in pixels
+    centerness: Tensor  # (B, L) logits
+    points: Tensor  # (L, 2): location centres (x, y) in pixels
+    strides: Tensor  # (L,)
+
+
+@dataclass
+class Detections:
+    boxes: Tensor  # (N, 4) xyxy, in the input image's pixels
+    scores: Tensor  # (N,)
+    labels: Tensor  # (N,) class index into the head's classes
+
+
+def _tower(width: int, depth: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        layers += [nn.Conv2d(width, width, 3, padding=1), nn.GroupNorm(_groups(width), width), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+def _groups(width: int) -> int:
+    return next(g for g in (32, 16, 8, 4, 2, 1) if width % g == 0)
+
+
+class DetectHead(nn.Module):
+    center_radius = 1.5  # center sampling radius, in strides (torchvision's default)
+    focal_alpha, focal_gamma = 0.25, 2.0
+
+    def __init__(self, width: int, num_classes: int, num_convs: int, strides: tuple[int, ...]) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.strides = strides
+        self.cls_tower = _tower(width, num_convs)
+        self.box_tower = _tower(width, num_convs)
+        self.cls_logits = nn.Conv2d(width, num_classes, 3, padding=1)
+        self.box_pred = nn.Conv2d(width, 4, 3, padding=1)
+        self.ctr_pred = nn.Conv2d(width, 1, 3, padding=1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.01)
+                nn.init.zeros_(m.bias)
+        # Start every location at a 1% foreground prior so that focal loss begins near its equilibrium.
+        nn.init.constant_(self.cls_logits.bias, -math.log((1 - 0.01) / 0.01))
+
+    def forward(self, features: list[Tensor]) -> DetectOutput:
+        cls, box, ctr, points, strides = [], [], [], [], []
+        for feat, stride in zip(features, self.strides, strict=True):
+            c = self.cls_tower(feat)
+            b = self.box_tower(feat)
+            cls.append(self.cls_logits(c).flatten(2).transpose(1, 2))
+            # relu * stride: distances scale with the level, as in torchvision's FCOS (norm_reg_targets).
+            box.append((F.relu(self.box_pred(b)) * stride).flatten(2).transpose(1, 2))
+            ctr.append(self.ctr_pred(b).flatten(1))
+            points.append(_grid(feat.shape[-2:], stride, feat.device))
+            strides.append(torch.full((points[-1].shape[0],), float(stride), device=feat.device))
+        return DetectOutput(torch.cat(cls, 1), torch.cat(box, 1), torch.cat(ctr, 1), torch.cat(points), torch.cat(strides))
+
+    def loss(self, out: DetectOutput, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """Losses over this head's samples, normalised by this head's own count of positives.
+
+        targets[i] = {"boxes": (G, 4) xyxy pixels, "labels": (G,) class indices} for the i-th sample of `out`.
+        """
+        matched = [self.assign(out.points, out.strides, t["boxes"]) for t in targets]
+        gt_idx = torch.stack([m for m in matched])  # (B, L): index of the matched box, -1 for background
+        fg = gt_idx >= 0
+        num_fg = max(1.0, float(fg.sum()))
+
+        cls_target = torch.zeros_like(out.cls_logits)
+        box_target = torch.zeros_like(out.box_ltrb)
+        for i, t in enumerate(targets):
+            pos = fg[i]
+            if pos.any():
+                g = gt_idx[i, pos]
+                cls_target[i, pos, t["labels"][g]] = 1.0
+                box_target[i, pos] = t["boxes"][g]
+        loss_cls = sigmoid_focal_loss(
+            out.cls_logits, cls_target, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum"
+        )
+
+        pts = out.points.unsqueeze(0).expand_as(out.box_ltrb[..., :2])[fg]
+        pred_boxes = _decode(pts, out.box_ltrb[fg])
+        gt_boxes = box_target[fg]
+        loss_box = generalized_box_iou_loss(pred_boxes, gt_boxes, reduction="sum")
+        ctr_target = _centerness(_encode(pts, gt_boxes))
+        loss_ctr = F.binary_cross_entropy_with_logits(out.centerness[fg], ctr_target, reduction="sum")
+        return {"cls": loss_cls / num_fg, "box": loss_box / num_fg, "ctr": loss_ctr / num_fg}
+
+    @torch.no_grad()
+    def assign(self, points: Tensor, strides: Tensor, boxes: Tensor) -> Tensor:
+        """FCOS assignment: each location -> the smallest box whose centre region holds it and whose size
+        suits the location's level; -1 where none does."""
+        if boxes.numel() == 0:
+            return torch.full((points.shape[0],), -1, dtype=torch.long, device=points.device)
+        centers = (boxes[:, :2] + boxes[:, 2:]) / 2  # (G, 2)
+        radius = strides[:, None] * self.center_radius  # (L, 1)
+        near_center = ((points[:, None, :] - centers[None]).abs() < radius[..., None]).all(-1)  # (L, G)
+        ltrb = _encode(points[:, None, :], boxes[None])  # (L, G, 4)
+        inside = ltrb.min(-1).values > 0
+        reach = ltrb.max(-1).values
+        # Scale ranges by level: (0, 64] at stride 8, (64, 128] at 16, (128, inf) at 32 (FCOS: 4x..8x stride).
+        lower = torch.where(strides == strides.min(), 0.0, strides * 4)[:, None]
+        upper = torch.where(strides == strides.max(), math.inf, strides * 8)[:, None]
+        ok = near_center & inside & (reach > lower) & (reach <= upper)
+        area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))[None].expand_as(ok)
+        area = torch.where(ok, area, math.inf)
+        best_area, best = area.min(1)
+        return torch.where(torch.isfinite(best_area), best, -1)
+
+    @torch.no_grad()
+    def postprocess(
+        self, out: DetectOutput, conf: float, iou: float, max_det: int, pre_nms: int = 1000
+    ) -> list[Detections]:
+        """Scores = sqrt(class probability x centerness), top-k, per-class NMS."""
+        results = []
+        scores_all = torch.sqrt(out.cls_logits.sigmoid() * out.centerness.sigmoid()[..., None])
+        for i in range(scores_all.shape[0]):
+            flat = scores_all[i].flatten()
+            keep = flat > conf
+            cand = keep.nonzero().squeeze(1)
+            if cand.numel() > pre_nms:
+                cand = cand[flat[cand].topk(pre_nms).indices]
+            loc, label = cand // self.num_classes, cand % self.num_classes
+            boxes = _decode(out.points[loc], out.box_ltrb[i, loc])
+            scores = flat[cand]
+            kept = batched_nms(boxes, scores, label, iou)[:max_det]
+            results.append(Detections(boxes[kept], scores[kept], label[kept]))
+        return results
+
+
+def _grid(size: torch.Size, stride: int, device: torch.device) -> Tensor:
+    h, w = size
+    ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    return (torch.stack([xs, ys], -1).reshape(-1, 2).float() + 0.5) * stride
+
+
+def _encode(points: Tensor, boxes: Tensor) -> Tensor:
+    return torch.cat([points - boxes[..., :2], boxes[..., 2:] - points], -1)
+
+
+def _decode(points: Tensor, ltrb: Tensor) -> Tensor:
+    return torch.cat([points - ltrb[..., :2], points + ltrb[..., 2:]], -1)
+
+
+def _centerness(ltrb: Tensor) -> Tensor:
+    lr, tb = ltrb[:, [0, 2]], ltrb[:, [1, 3]]
+    return torch.sqrt((lr.min(-1).values / lr.max(-1).values) * (tb.min(-1).values / tb.max(-1).values))

@@ -1,0 +1,113 @@
+"""Weights files: safetensors, with the model config and heads in the metadata so the file alone suffices.
+
+Tensor names: `backbone.*`, `neck.*`, `heads.<head>.*`. Pickled files (.pt/.pth/.ckpt) are refused: loading
+them can execute code from the file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from hydradet.config.schema import HeadConfig, ModelConfig
+from hydradet.model.detector import HydraDetector
+
+FORMAT_VERSION = 1
+_PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".bin"}
+
+
+class WeightsError(Exception):
+    exit_code = 2
+
+
+def save_weights(model: HydraDetector, path: Path, extra: dict[str, Any] | None = None) -> None:
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "model": model.model_cfg.model_dump(mode="json"),
+        "heads": {name: h.model_dump(mode="json") for name, h in model.head_cfgs.items()},
+        **(extra or {}),
+    }
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path), metadata={"hydradet": json.dumps(meta)})
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    _refuse_pickle(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("hydradet")
+    except Exception as e:  # safetensors raises its own error types for truncated/corrupt headers
+        raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
+    if raw is None:
+        raise WeightsError(f"{path}: no hydradet metadata; was it written by hydradet?")
+    return json.loads(raw)
+
+
+def load_model(path: Path) -> HydraDetector:
+    """Build the model the file describes and load its tensors (strict: every tensor must match)."""
+    meta = read_metadata(path)
+    model_cfg = ModelConfig.model_validate({**meta["model"], "backbone_weights": None, "init": None})
+    heads = {name: HeadConfig.model_validate(h) for name, h in meta["heads"].items()}
+    model = HydraDetector(model_cfg, heads)
+    model.load_state_dict(load_file(str(path)), strict=True)
+    return model.eval()
+
+
+@dataclass
+class InitReport:
+    loaded: int = 0
+    fresh: list[str] = field(default_factory=list)  # model tensors the file lacks (e.g. a new head)
+    shape_mismatch: list[str] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)  # file tensors the model lacks (e.g. a dropped head)
+
+    def lines(self) -> list[str]:
+        out = [f"init: {self.loaded} tensors loaded"]
+        for title, items in (
+            ("start fresh (not in the file)", self.fresh),
+            ("start fresh (shape differs)", self.shape_mismatch),
+            ("in the file but not in the model (ignored)", self.unused),
+        ):
+            if items:
+                heads = sorted({n.split(".")[1] for n in items if n.startswith("heads.")})
+                others = [n for n in items if not n.startswith("heads.")]
+                shown = [f"heads.{h}.*" for h in heads] + others[:5] + (["..."] if len(others) > 5 else [])
+                out.append(f"init: {len(items)} {title}: {', '.join(shown)}")
+        return out
+
+
+def init_from(model: HydraDetector, path: Path) -> InitReport:
+    """Copy every tensor of the file whose name and shape match the model's; list the rest."""
+    _refuse_pickle(path)
+    read_metadata(path)
+    file_state = load_file(str(path))
+    own = model.state_dict()
+    report = InitReport(unused=sorted(set(file_state) - set(own)))
+    matched = {}
+    for name, tensor in own.items():
+        if name not in file_state:
+            report.fresh.append(name)
+        elif file_state[name].shape != tensor.shape:
+            report.shape_mismatch.append(f"{name} {tuple(file_state[name].shape)}->{tuple(tensor.shape)}")
+        else:
+            matched[name] = file_state[name]
+    model.load_state_dict(matched, strict=False)
+    report.loaded = len(matched)
+    return report
+
+
+def _refuse_pickle(path: Path) -> None:
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    if path.suffix in _PICKLE_SUFFIXES:
+        raise WeightsError(
+            f"{path}: pickled weights are refused (loading them can run code from the file). Convert a file you "
+            "trust with: python -c \"import torch, safetensors.torch as s; "
+            f"s.save_file(torch.load('{path.name}', weights_only=True), '{path.stem}.safetensors')\" "
+            "(hydradet files also need their metadata: prefer the .safetensors that `hydradet train` wrote)"
+        )

@@ -1,0 +1,42 @@
+"""The one rule: a sample supervises only the heads that its dataset labels.
+
+Everything that keeps a head untouched by other sources' samples is in this file:
+1. `rows_per_head`: each head runs (conditional forward) and is scored only on the batch rows whose source
+   labels it; a head with no such row is not run at all.
+2. `clear_grads`: gradients are set to None, not zero, before each backward. A head that did not run keeps
+   grad None, and torch's optimizers skip such parameters entirely: no step, no momentum or Adam moment
+   update, no weight decay.
+3. `check_untouched`: after backward, a guard that turns any leak (a head that received a gradient without
+   its own samples) into an error instead of a silent change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+
+def rows_per_head(sources: list[str], source_heads: Mapping[str, Iterable[str]]) -> dict[str, Tensor]:
+    """head -> indices of the samples whose source labels that head. Heads with no such sample are absent."""
+    rows: dict[str, list[int]] = {}
+    for i, src in enumerate(sources):
+        for head in source_heads[src]:
+            rows.setdefault(head, []).append(i)
+    return {head: torch.tensor(idx, dtype=torch.long) for head, idx in rows.items()}
+
+
+def clear_grads(model: nn.Module) -> None:
+    model.zero_grad(set_to_none=True)
+
+
+def check_untouched(heads: nn.ModuleDict, active: Iterable[str]) -> None:
+    """Raise if a head that had no samples in this step has any gradient."""
+    active = set(active)
+    for name, head in heads.items():
+        if name in active:
+            continue
+        leaked = [n for n, p in head.named_parameters() if p.grad is not None]
+        if leaked:
+            raise RuntimeError(f"head {name!r} had no samples in this step but got gradients on {leaked[:3]}")

@@ -1,0 +1,161 @@
+"""The training story, top to bottom: data -> model -> optimizer -> epochs of steps -> eval -> weights."""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, DataLoader
+from tqdm import tqdm
+
+from hydradet.config.load import dump_config
+from hydradet.config.schema import Config
+from hydradet.data.dataset import SourceDataset, collate
+from hydradet.data.sampler import SourceBatchSampler, source_probabilities
+from hydradet.eval.evaluate import evaluate, format_table
+from hydradet.model.detector import HydraDetector
+from hydradet.model.weights import init_from, save_weights
+from hydradet.train.optim import build_optimizer, lr_factor, set_lr
+from hydradet.train.step import train_step
+
+
+def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
+    """Train as the config says; returns the run folder (config.yaml, results.csv, weights/)."""
+    run_dir = _new_run_dir(cfg.project / cfg.name)
+    (run_dir / "weights").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    _seed_everything(cfg.train.seed)
+    device = _device(cfg.train.device)
+    log(f"run: {run_dir}  device: {device}")
+
+    # Data: every source's train split is one stream; the sampler decides how they mix into batches.
+    train_sets = [SourceDataset(cfg, s, "train", train=True) for s, src in cfg.sources.items() if src.train]
+    val_sets = [SourceDataset(cfg, s, "val", train=False) for s, src in cfg.sources.items() if src.val]
+    for line in describe_data(cfg, train_sets, val_sets):
+        log(line)
+    sizes = [len(ds) for ds in train_sets]
+    steps = cfg.train.steps_per_epoch or max(1, math.ceil(sum(sizes) / cfg.train.batch))
+    sampler = SourceBatchSampler(sizes, cfg.train.batch, cfg.train.sampling, steps, cfg.train.seed)
+    loader = DataLoader(
+        ConcatDataset(train_sets),
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=cfg.train.workers,
+        persistent_workers=cfg.train.workers > 0,
+    )
+
+    # Model: one backbone and neck, a head per label space; optionally started from a weights file.
+    model = HydraDetector(cfg.model, cfg.heads)
+    if cfg.model.init:
+        for line in init_from(model, cfg.model.init).lines():
+            log(line)
+    model.to(device)
+    optimizer = build_optimizer(model, cfg.train)
+    source_heads = cfg.source_heads()
+    total_steps, warmup = cfg.train.epochs * steps, round(cfg.train.warmup_epochs * steps)
+
+    results_csv = run_dir / "results.csv"
+    best_fitness = -math.inf
+    step = 0
+    for epoch in range(1, cfg.train.epochs + 1):
+        model.train()
+        t0 = time.time()
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.train.epochs}", leave=True, dynamic_ncols=True)
+        for batch in bar:
+            lr = cfg.train.lr * lr_factor(step, total_steps, warmup, cfg.train)
+            set_lr(optimizer, lr)
+            losses = train_step(model, optimizer, batch.to(device), source_heads, cfg.train.grad_clip)
+            for head, value in losses.items():
+                sums[head] = sums.get(head, 0.0) + value
+                counts[head] = counts.get(head, 0) + 1
+            bar.set_postfix({h: f"{sums[h] / counts[h]:.3f}" for h in sums}, refresh=False)
+            step += 1
+        bar.close()
+
+        row: dict[str, float | int | str] = {"epoch": epoch, "lr": f"{lr:.6g}", "time_s": round(time.time() - t0, 1)}
+        row.update({f"loss/{h}": round(sums[h] / counts[h], 4) if h in sums else "" for h in cfg.heads})
+        if val_sets and (epoch % cfg.eval.every == 0 or epoch == cfg.train.epochs):
+            metrics = evaluate(model, cfg, val_sets, device)
+            log(format_table(metrics))
+            for h in cfg.heads:
+                row[f"{h}/mAP50-95"] = round(metrics[h]["mAP50-95"], 4) if h in metrics else ""
+                row[f"{h}/mAP50"] = round(metrics[h]["mAP50"], 4) if h in metrics else ""
+            fitness = float(np.nanmean([m["mAP50-95"] for m in metrics.values()] or [0.0]))
+        else:
+            fitness = -float(sum(sums.values()) / max(1, sum(counts.values())))  # no val data: lowest loss
+        _append_csv(results_csv, row)
+        meta = {"epoch": epoch}
+        save_weights(model, run_dir / "weights" / "last.safetensors", meta)
+        if fitness > best_fitness:
+            best_fitness = fitness
+            save_weights(model, run_dir / "weights" / "best.safetensors", meta)
+    if cfg.train.epochs == 0:
+        save_weights(model, run_dir / "weights" / "last.safetensors", {"epoch": 0})
+        save_weights(model, run_dir / "weights" / "best.safetensors", {"epoch": 0})
+    log(f"done: {run_dir / 'weights' / 'best.safetensors'}  results: {results_csv}")
+    return run_dir
+
+
+def describe_data(cfg: Config, train_sets: list[SourceDataset], val_sets: list[SourceDataset]) -> list[str]:
+    """The summary printed at start: what each source gives each head, what is ignored or skipped."""
+    lines = ["data:"]
+    probs = source_probabilities([len(d) for d in train_sets], cfg.train.sampling) if train_sets else []
+    p_of = {d.source: p for d, p in zip(train_sets, probs, strict=True)}
+    for ds in [*train_sets, *val_sets]:
+        boxes = {h: 0 for h in ds.class_maps}
+        for rec in ds.records:
+            for h, cmap in ds.class_maps.items():
+                boxes[h] += sum(c in cmap for c in rec.classes)
+        share = f", {p_of[ds.source]:.0%} of train samples" if ds.split == "train" else ""
+        per_head = ", ".join(f"{h}: {n} boxes" for h, n in boxes.items())
+        lines.append(f"  {ds.source}/{ds.split}: {len(ds)} images{share}; supervises {per_head}")
+        if ds.unmapped:
+            ignored = ", ".join(f"{c} ({n})" for c, n in ds.unmapped.items() if n)
+            if ignored:
+                lines.append(f"    ignored classes (mapped to no head): {ignored}")
+        for reason, n in ds.data.skipped.items():
+            lines.append(f"    skipped: {n} x {reason}")
+    for head in cfg.heads:
+        if not any(head in cfg.sources[d.source].labels for d in train_sets):
+            lines.append(f"  note: head {head!r} has no train source; it will not change")
+    return lines
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def _new_run_dir(base: Path) -> Path:
+    if not base.exists():
+        return base
+    n = 2
+    while base.with_name(f"{base.name}{n}").exists():
+        n += 1
+    return base.with_name(f"{base.name}{n}")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is available; use train.device=cpu or auto")
+    return torch.device(name)
