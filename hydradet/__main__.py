@@ -1,1 +1,5 @@
-from hydradet.cli import main; import sys; sys.exit(main())
+import sys
+
+from hydradet.cli import main
+
+sys.exit(main())

@@ -53,4 +53,3 @@ def read_coco(json_path: Path, images_dir: Path | None = None) -> SplitRecords:
         boxes, classes = clean_boxes(boxes, classes, w, h, out)
         out.records.append(ImageRecord(path, boxes, classes, w, h))
     return out
-

@@ -67,9 +67,7 @@ def read_split(cfg: Config, source: str, split: str) -> SplitRecords:
 class SourceDataset(Dataset[Sample]):
     """The one place where a source's class names become head class ids, and only for the heads it labels."""
 
-    def __init__(
-        self, cfg: Config, source: str, split: str, train: bool, records: SplitRecords | None = None
-    ) -> None:
+    def __init__(self, cfg: Config, source: str, split: str, train: bool, records: SplitRecords | None = None) -> None:
         self.source = source
         self.split = split
         self.imgsz = cfg.model.imgsz

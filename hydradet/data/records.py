@@ -46,7 +46,9 @@ def xywh_to_xyxy(b: np.ndarray) -> np.ndarray:
     return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], 1) if len(b) else np.zeros((0, 4), np.float32)
 
 
-def clean_boxes(boxes: np.ndarray, classes: list[str], w: int, h: int, out: SplitRecords) -> tuple[np.ndarray, list[str]]:
+def clean_boxes(
+    boxes: np.ndarray, classes: list[str], w: int, h: int, out: SplitRecords
+) -> tuple[np.ndarray, list[str]]:
     """Drop (and count) boxes that are NaN/inf or empty; clip the rest to the image."""
     finite = np.isfinite(boxes).all(1)
     if w and h:

@@ -28,9 +28,7 @@ def source_probabilities(sizes: Sequence[int], ratios: SamplingConfig | str | Te
 
 
 class SourceBatchSampler(Sampler[list[int]]):
-    def __init__(
-        self, sizes: Sequence[int], batch: int, sampling: SamplingConfig, steps: int, seed: int = 0
-    ) -> None:
+    def __init__(self, sizes: Sequence[int], batch: int, sampling: SamplingConfig, steps: int, seed: int = 0) -> None:
         self.sizes = list(sizes)
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(int)
         self.batch, self.mode, self.steps = batch, sampling.mode, steps

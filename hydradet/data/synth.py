@@ -10,17 +10,18 @@ from __future__ import annotations
 import colorsys
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
 from PIL import Image, ImageDraw, ImageFilter
 
-# ("poly", points, part) or ("line", points, width, part); part 1..3 picks a colour slot, and a negative
-# part marks a patch that only recolours the silhouette beneath it.
-Prim = tuple
+from hydradet.data.synth_shapes import draw_shape, ellipse, rasterize
+
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1
+Arr = np.ndarray
+Rng = np.random.Generator
 _STREAMS = {"persons": 1, "animals": 2, "val": 3}
 _PLANS = ("dog", "bird", "giraffe", "fish")
 
@@ -62,224 +63,14 @@ class Scene:
     owner: np.ndarray  # HxW int32: index of the object seen at a pixel, -1 background, -2 clutter
 
 
-# ---------------------------------------------------------------- body plans (unit-sized, y down)
-def _pts(*xy: float) -> np.ndarray:
-    return np.array(xy, float).reshape(-1, 2)
-
-
-def _ell(cx: float, cy: float, rx: float, ry: float, ang: float = 0.0, n: int = 20) -> np.ndarray:
-    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
-    x, y = rx * np.cos(t), ry * np.sin(t)
-    c, s = math.cos(ang), math.sin(ang)
-    return np.stack([cx + c * x - s * y, cy + s * x + c * y], 1)
-
-
-def _limb(start: tuple[float, float], angles: list[float], lengths: list[float]) -> np.ndarray:
-    # Angles are measured from straight down, positive towards +x, so 0 is a hanging limb.
-    pts = [np.asarray(start, float)]
-    for a, ln in zip(angles, lengths, strict=True):
-        pts.append(pts[-1] + ln * np.array([math.sin(a), math.cos(a)]))
-    return np.stack(pts)
-
-
-def _person(r: np.random.Generator) -> list[Prim]:
-    u = r.uniform
-    hr, sw, hw = u(0.06, 0.08), u(0.1, 0.14), u(0.065, 0.09)
-    ysh, yhip = 2 * hr + u(0.03, 0.05), u(0.5, 0.56)
-    shirt, trousers = int(r.choice([1, 2, 2])), int(r.choice([1, 2, 3, 3]))
-    ps: list[Prim] = [("poly", _ell(0, hr, hr * 0.85, hr), 1), ("line", _pts(0, hr, 0, ysh), 0.05, 1)]
-    ps.append(("poly", _pts(-sw, ysh, sw, ysh, hw, yhip, -hw, yhip), shirt))
-    ps.append(("poly", _pts(-hw, yhip - 0.05, hw, yhip - 0.05, hw, yhip + 0.05, -hw, yhip + 0.05), trousers))
-    gait, leg = r.integers(3), (1.0 - yhip - 0.03) / 2
-    for side in (-1, 1):
-        a = side * (u(0.05, 0.5) if r.random() < 0.7 else u(0.5, 2.6))  # mostly hanging, sometimes raised
-        ps.append(
-            ("line", _limb((side * sw * 0.9, ysh + 0.02), [a, a + side * u(-0.3, 1)], [0.16, 0.15]), 0.05, 1)
-        )
-        a = side * u(0.0, 0.12) if gait == 0 else side * u(0.15, 0.4) if gait == 1 else -side * u(0.2, 0.45)
-        ankle = _limb((side * hw * 0.55, yhip), [a, a + u(-0.05, 0.3)], [leg, leg])
-        ps += [
-            ("line", ankle, 0.065, trousers),
-            ("line", np.stack([ankle[-1], ankle[-1] + [0.06, 0]]), 0.04, 1),
-        ]
-    return ps
-
-
-def _legs(
-    r: np.random.Generator, xs: tuple[float, ...], y0: float, ln: float, w: float, swing: float, part: int
-) -> list[Prim]:
-    out: list[Prim] = []
-    for x in xs:
-        a = r.uniform(-swing, swing)
-        out.append(("line", _limb((x, y0), [a, a + r.uniform(-0.4, 0.4)], [ln, ln]), w, part))
-    return out
-
-
-def _dog(r: np.random.Generator) -> list[Prim]:
-    u = r.uniform
-    bl, bh, legp = u(0.34, 0.44), u(0.12, 0.16), int(r.choice([1, 2]))
-    hx, hy = bl + u(0.05, 0.12), -bh - u(0.06, 0.18)
-    ps: list[Prim] = [("poly", _ell(0, 0, bl, bh), 1)]
-    ps += _legs(r, (bl * 0.75, bl * 0.55, -bl * 0.6, -bl * 0.8), bh * 0.5, u(0.13, 0.17), 0.07, 0.45, legp)
-    ps.append(("line", _pts(bl * 0.7, -bh * 0.3, hx, hy), 0.12, 1))
-    ps.append(("poly", _ell(hx, hy, 0.1, 0.085), 1))
-    ps.append(("poly", _ell(hx + 0.11, hy + 0.03, u(0.07, 0.1), 0.045, u(-0.1, 0.3)), 1))  # snout
-    if r.random() < 0.5:  # pointed ear, else a floppy one
-        ps.append(("poly", _pts(hx - 0.07, hy - 0.05, hx - 0.01, hy - 0.06, hx - 0.05, hy - u(0.15, 0.2)), 2))
-    else:
-        ps.append(("poly", _ell(hx - 0.06, hy + 0.03, 0.035, 0.08, 0.3), 2))
-    ps.append(
-        ("line", _limb((-bl * 0.95, -bh * 0.3), [-u(1.8, 2.6), -u(1.4, 2.9)], [0.13, 0.11]), 0.04, legp)
-    )
-    for _ in range(r.integers(0, 4)):
-        ps.append(("poly", _ell(u(-bl, bl), u(-bh, bh), u(0.05, 0.12), u(0.04, 0.08), u(0, 3)), -3))
-    return ps
-
-
-def _bird(r: np.random.Generator) -> list[Prim]:
-    u = r.uniform
-    rb = u(0.2, 0.26)
-    bx, hr, hx, hy, ty = rb * u(1.1, 1.35), u(0.1, 0.13), rb, -rb * 0.85, u(-0.12, 0.08)
-    ps: list[Prim] = [("poly", _ell(0, 0, bx, rb, u(-0.35, 0.1)), 1), ("poly", _ell(hx, hy, hr, hr), 1)]
-    beak = _pts(
-        hx + hr * 0.7, hy - 0.03, hx + hr * 0.7, hy + 0.035, hx + hr + u(0.08, 0.14), hy + u(-0.01, 0.03)
-    )
-    tail = _pts(-bx * 0.7, -0.04, -bx - u(0.15, 0.25), ty - 0.07, -bx - 0.2, ty + 0.06, -bx * 0.7, 0.06)
-    ps += [("poly", beak, 2), ("poly", tail, 2)]
-    if r.random() < 0.5:  # wings spread, legs tucked in flight
-        for tx in (-u(0.2, 0.45), u(0.0, 0.25)):
-            tyy = -u(0.6, 0.85)
-            ps.append(
-                ("poly", _pts(0.08, -rb * 0.4, tx, tyy, tx * 0.5 - 0.12, tyy * 0.55, -0.14, -rb * 0.3), 2)
-            )
-    else:
-        ps.append(("poly", _ell(-0.05, 0.0, bx * 0.8, rb * 0.5, -0.2), -2))  # folded wing
-        for x in (-0.04, 0.06):
-            leg = _limb((x, rb * 0.85), [u(-0.2, 0.2)], [u(0.16, 0.22)])
-            ps.append(("line", np.vstack([leg, leg[-1] + [0.06, 0]]), 0.022, 2))
-    return ps
-
-
-def _giraffe(r: np.random.Generator) -> list[Prim]:
-    u = r.uniform
-    bl, bh, lean, nl = u(0.22, 0.27), u(0.1, 0.13), u(0.15, 0.55), u(0.55, 0.75)
-    ps: list[Prim] = [("poly", _ell(0, 0, bl, bh, -0.1), 1)]
-    ps += _legs(r, (bl * 0.75, bl * 0.5, -bl * 0.55, -bl * 0.8), bh * 0.5, u(0.26, 0.32), 0.04, 0.22, 1)
-    bx, by = bl * 0.6, -bh * 0.4
-    tx, ty = bx + nl * math.sin(lean), by - nl * math.cos(lean)
-    c, s = math.cos(lean), math.sin(lean)
-    neck = _pts(
-        bx - 0.07 * c,
-        by - 0.07 * s,
-        bx + 0.07 * c,
-        by + 0.07 * s,
-        tx + 0.03 * c,
-        ty + 0.03 * s,
-        tx - 0.03 * c,
-        ty - 0.03 * s,
-    )
-    ps += [("poly", neck, 1), ("poly", _ell(tx + 0.06, ty + 0.015, 0.09, 0.042, u(0.1, 0.6)), 1)]
-    ps += [("line", _pts(tx + dx, ty, tx + dx - 0.01, ty - 0.06), 0.018, 2) for dx in (-0.02, 0.015)]
-    ps.append(("line", _pts(-bl * 0.95, -bh * 0.2, -bl - 0.06, bh + u(0.1, 0.18)), 0.02, 1))
-    if r.random() < 0.75:
-        for _ in range(r.integers(12, 26)):
-            t = r.random()
-            cx, cy = (
-                (u(-bl, bl), u(-bh, bh)) if r.random() < 0.5 else (bx + t * (tx - bx), by + t * (ty - by))
-            )
-            ps.append(("poly", _ell(cx, cy, u(0.02, 0.04), u(0.02, 0.04), u(0, 3), 7), -3))
-    return ps
-
-
-def _fish(r: np.random.Generator) -> list[Prim]:
-    u = r.uniform
-    bl, bh = u(0.35, 0.42), u(0.13, 0.22)
-    tail = _pts(-bl * 0.85, 0, -bl - u(0.15, 0.22), -u(0.12, 0.2), -bl - 0.1, 0, -bl - 0.18, u(0.12, 0.2))
-    fin = _pts(-0.15, -bh * 0.8, 0.05, -bh * 0.9, -0.12, -bh - u(0.08, 0.15))
-    return [
-        ("poly", _ell(0, 0, bl, bh), 1),
-        ("poly", tail, 2),
-        ("poly", fin, 2),
-        ("poly", _ell(bl * 0.6, -bh * 0.2, 0.03, 0.03), -3),
-    ]
-
-
-def _clutter(r: np.random.Generator) -> list[Prim]:
-    u, k, p2 = r.uniform, int(r.integers(8)), int(r.choice([1, 2]))
-    if k <= 1:  # irregular polygon or star
-        n = int(r.integers(3, 9)) * (1 + k)
-        ang = np.sort(u(0, 2 * np.pi, n)) if k == 0 else np.linspace(0, 2 * np.pi, n, endpoint=False)
-        rad = u(0.5, 1.0, n) if k == 0 else np.where(np.arange(n) % 2 == 0, 1.0, u(0.3, 0.6))
-        return [("poly", np.stack([rad * np.cos(ang), rad * np.sin(ang)], 1), 1)]
-    if k == 2:
-        return [("poly", _ell(0, 0, 1, u(0.2, 1.0), u(0, 3)), 1), ("poly", _ell(0, 0, 0.4, 0.3), -p2)]
-    if k == 3:  # bar, or two crossing bars
-        ps: list[Prim] = [("line", _pts(-1, 0, 1, 0), u(0.1, 0.4), 1)]
-        if r.random() < 0.5:
-            ps.append(("line", _pts(u(-1, 1), -u(0.3, 1), u(-0.3, 0.3), u(0.3, 1)), u(0.1, 0.3), p2))
-        return ps
-    if k == 4:  # scribble
-        return [("line", np.cumsum(u(-1, 1, (int(r.integers(3, 6)), 2)), 0), u(0.04, 0.12), 1)]
-    if k == 5:  # blob of circles
-        return [
-            ("poly", _ell(u(-0.5, 0.5), u(-0.5, 0.5), rr, rr), p2) for rr in u(0.2, 0.5, r.integers(3, 7))
-        ]
-    if k == 6:  # a lone circle on a bar: head-and-torso-like, but no limbs
-        return [("line", _pts(0, 0.2, u(-0.3, 0.3), 1), u(0.12, 0.3), 1), ("poly", _ell(0, 0, 0.2, 0.2), p2)]
-    spikes = [
-        ("line", _pts(0, 0, math.cos(a) * 1.3, math.sin(a) * 1.3), 0.06, p2)
-        for a in u(0, 6.3, r.integers(1, 4))
-    ]
-    return [("poly", _ell(0, 0, 1, u(0.15, 0.4)), 1), *spikes]
-
-
-_DRAW = {"person": _person, "dog": _dog, "bird": _bird, "giraffe": _giraffe, "fish": _fish}
-
-
-def _shape(r: np.random.Generator, plan: str) -> list[Prim]:
-    ps = _DRAW.get(plan, _clutter)(r)
-    # Mirrored at random and slightly tilted; clutter lies at any angle.
-    tilt = {"person": 0.08, "bird": 0.3}.get(plan, 0.12 if plan in _DRAW else math.pi)
-    a, sx = r.uniform(-tilt, tilt), (-1.0 if r.random() < 0.5 else 1.0)
-    rot = np.array([[math.cos(a) * sx, -math.sin(a)], [math.sin(a) * sx, math.cos(a)]])
-    return [(p[0], p[1] @ rot.T, *p[2:]) for p in ps]
-
-
-def _rasterize(ps: list[Prim], size: float, outline: bool) -> np.ndarray:
-    """Part map (uint8: 0 empty, 1..3 colour slots, 4 outline) whose longer side is about `size` pixels."""
-    pad = [p[2] / 2 if p[0] == "line" else 0.0 for p in ps]
-    lo = np.min([p[1].min(0) - d for p, d in zip(ps, pad, strict=True) if p[-1] > 0], 0)
-    hi = np.max([p[1].max(0) + d for p, d in zip(ps, pad, strict=True) if p[-1] > 0], 0)
-    s = size / max(hi - lo)
-    w, h = (np.ceil((hi - lo) * s) + 4).astype(int)
-    base, over = Image.new("L", (w, h)), Image.new("L", (w, h))
-    for p in ps:
-        d = ImageDraw.Draw(base if p[-1] > 0 else over)
-        pts = [tuple(q) for q in (p[1] - lo) * s + 2]
-        if p[0] == "poly":
-            d.polygon(pts, fill=abs(p[-1]))
-            continue
-        lw = max(1, round(p[2] * s))
-        d.line(pts, fill=abs(p[-1]), width=lw, joint="curve")
-        for q in (pts[0], pts[-1]):  # round caps, so limbs do not end in square stumps
-            d.ellipse([q[0] - lw / 2, q[1] - lw / 2, q[0] + lw / 2, q[1] + lw / 2], fill=abs(p[-1]))
-    parts, patch = np.asarray(base).copy(), np.asarray(over)
-    on = (parts > 0) & (patch > 0)
-    parts[on] = patch[on]
-    if outline:
-        grown = Image.fromarray((parts > 0).astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3))
-        parts[(np.asarray(grown) > 0) & (parts == 0)] = 4
-    return parts
-
-
 # ---------------------------------------------------------------- colours and backgrounds
-def _colour(r: np.random.Generator) -> np.ndarray:
+def _colour(r: Rng) -> np.ndarray:
     # The one distribution for objects, clutter and backgrounds, so colour says nothing about class.
     rgb = colorsys.hsv_to_rgb(r.random(), r.uniform(0.05, 1.0), r.uniform(0.15, 1.0))
     return np.array(rgb, np.float32) * 255
 
 
-def _contrasting(r: np.random.Generator, seen: np.ndarray) -> np.ndarray:
+def _contrasting(r: Rng, seen: np.ndarray) -> np.ndarray:
     # The same rule for every foreground thing: it must stand out from most of what lies behind it.
     for _ in range(12):
         c = _colour(r)
@@ -288,7 +79,7 @@ def _contrasting(r: np.random.Generator, seen: np.ndarray) -> np.ndarray:
     return c
 
 
-def _background(r: np.random.Generator, w: int, h: int) -> np.ndarray:
+def _background(r: Rng, w: int, h: int) -> np.ndarray:
     th, period = r.uniform(0, np.pi), r.uniform(5, 40)
     xs, ys = np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)[:, None]
 
@@ -329,7 +120,7 @@ def _background(r: np.random.Generator, w: int, h: int) -> np.ndarray:
     d = ImageDraw.Draw(pil)
     for _ in range(r.integers(0, 7)):  # blotches
         cx, cy, rx, ry = r.uniform(0, w), r.uniform(0, h), r.uniform(5, w / 4), r.uniform(5, h / 4)
-        pts = _ell(cx, cy, rx, ry, r.uniform(0, 3), 24) + r.normal(0, min(rx, ry) / 6, (24, 2))
+        pts = ellipse(cx, cy, rx, ry, r.uniform(0, 3), 24) + r.normal(0, min(rx, ry) / 6, (24, 2))
         d.polygon([tuple(q) for q in pts], fill=_rgb(_colour(r)))
     if r.random() < 0.4:
         pil = pil.filter(ImageFilter.BoxBlur(int(r.integers(1, 3))))
@@ -352,41 +143,35 @@ def _tight(m: np.ndarray, dx: int = 0, dy: int = 0) -> Box:
     return int(xs[0]) + dx, int(ys[0]) + dy, int(xs[-1]) + 1 + dx, int(ys[-1]) + 1 + dy
 
 
+def _xywh(b: Box) -> tuple[float, float, float, float]:
+    return float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])
+
+
 def _too_close(a: Box, b: Box, max_occ: float) -> bool:
     iw, ih = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
     small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
     return iw > 0 and ih > 0 and iw * ih > max_occ * small
 
 
-def _free_spot(
-    r: np.random.Generator,
-    sil: np.ndarray,
-    owner: np.ndarray,
-    boxes: list[Box] | None,
-    room: np.ndarray,
-    max_occ: float,
-) -> tuple[int, int] | None:
-    """Top-left corner for `sil` (objects: `boxes` given) keeping every object visible enough, or None."""
+def _free_spot(r: Rng, sil: Arr, owner: Arr, boxes: list[Box] | None, room: Arr, occ: float) -> Box | None:
+    """Where `sil` may go (x, y, x1, y1 of its canvas), or None. Objects (`boxes` given) stay 75% inside the
+    image with boxes overlapping at most `occ`; nothing may hide more than `room` of an earlier object."""
     (mh, mw), (h, w) = sil.shape, owner.shape
     for _ in range(30):
-        x, y = (
-            int(r.integers(-mw // 5, w - mw + mw // 5 + 1)),
-            int(r.integers(-mh // 5, h - mh + mh // 5 + 1)),
-        )
+        x = int(r.integers(-mw // 5, w - mw + mw // 5 + 1))
+        y = int(r.integers(-mh // 5, h - mh + mh // 5 + 1))
         x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + mw, w), min(y + mh, h)
         if x1 - x0 < 3 or y1 - y0 < 3:
             continue
         sub = sil[y0 - y : y1 - y, x0 - x : x1 - x]
-        if boxes is not None:  # objects: mostly inside the image, boxes overlapping at most max_occ
-            if sub.sum() < 0.75 * sil.sum() or any(
-                _too_close(_tight(sub, x0, y0), b, max_occ) for b in boxes
-            ):
-                continue
+        if boxes is not None and sub.sum() < 0.75 * sil.sum():
+            continue
+        if boxes is not None and any(_too_close(_tight(sub, x0, y0), b, occ) for b in boxes):
+            continue
         ids = owner[y0:y1, x0:x1][sub]
-        ids = ids[ids >= 0]
-        if ids.size and np.any(np.bincount(ids, minlength=len(room)) > room):
-            continue  # would hide too much of an earlier object
-        return x, y
+        if np.any(np.bincount(ids[ids >= 0], minlength=len(room)) > room):
+            continue
+        return x, y, x + mw, y + mh
     return None
 
 
@@ -409,19 +194,19 @@ def render_scene(spec: SynthSpec, split: str, index: int) -> Scene:
     room, areas = np.zeros(0), np.zeros(0)  # per object: pixels that may still be covered; silhouette size
     for i in r.permutation(len(items)):
         name = items[i]
-        ps = _shape(r, plans.get(name, "person") if name else "")
+        ps = draw_shape(r, plans.get(name, "person") if name else "")
         # Uniform in sqrt(size): small things occur, but most are big enough to show their shape.
         size = r.uniform(math.sqrt(16 if name else 8), math.sqrt(0.6 * min(w, h))) ** 2
         for _ in range(3):
-            parts = _rasterize(ps, size, outline=r.random() < 0.35)
+            parts = rasterize(ps, size, outline=r.random() < 0.35)
             spot = _free_spot(r, parts > 0, owner, boxes if name else None, room, spec.max_occlusion)
             if spot is not None:
                 break
             size *= 0.7
         if spot is None:
             continue
-        x, y = spot
-        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + parts.shape[1], w), min(y + parts.shape[0], h)
+        x, y, x1, y1 = spot
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x1, w), min(y1, h)
         sub = parts[y0 - y : y1 - y, x0 - x : x1 - x]
         sil = sub > 0
         seen = canvas[y0:y1:3, x0:x1:3][sil[::3, ::3]]
@@ -447,9 +232,7 @@ def render_scene(spec: SynthSpec, split: str, index: int) -> Scene:
     canvas += (r.random(canvas.shape, np.float32) - 0.5) * np.float32(r.uniform(3.5, 24.0))
     vis = np.bincount(owner[owner >= 0], minlength=len(found)) / np.maximum(areas, 1)
     objects = [
-        SynthObject(
-            "person" if nm == "person" else "animal", nm, (b[0], b[1], b[2] - b[0], b[3] - b[1]), float(v)
-        )
+        SynthObject("animal" if nm in plans else "person", nm, _xywh(b), round(float(v), 4))
         for nm, b, v in zip(found, boxes, vis, strict=True)
     ]
     return Scene(Image.fromarray(canvas.clip(0, 255).astype(np.uint8)), objects, masks, owner)
@@ -482,47 +265,21 @@ def _write_split(root: Path, spec: SynthSpec, split: str, n: int) -> list[dict]:
         rel = f"{sub}/{i:06d}.jpg"
         scene.image.save(root / split / rel, "JPEG", quality=90)
         images.append({"id": i + 1, "file_name": rel, "width": w, "height": h})
-        objs = [
-            {
-                "kind": o.kind,
-                "name": o.name,
-                "bbox": [float(v) for v in o.bbox],
-                "visible": round(o.visible, 4),
-            }
-            for o in scene.objects
-        ]
-        truth.append({"file_name": rel, "width": w, "height": h, "objects": objs})
+        truth.append({"file_name": rel, "width": w, "height": h, "objects": [asdict(o) for o in scene.objects]})
+        lines = []
+        for o in scene.objects:
+            x, y, bw, bh = o.bbox
+            if split == "animals" and o.kind == "animal":
+                c = animals.index(o.name)
+                lines.append(f"{c} {(x + bw / 2) / w:.6f} {(y + bh / 2) / h:.6f} {bw / w:.6f} {bh / h:.6f}\n")
+            elif split != "animals" and o.name in cats:
+                ann = dict(image_id=i + 1, category_id=cats.index(o.name) + 1, bbox=list(o.bbox), area=bw * bh)
+                anns.append({"id": len(anns) + 1, **ann, "iscrowd": 0})
         if split == "animals":
-            lines = []
-            for o in objs:
-                if o["kind"] == "animal":
-                    x, y, bw, bh = o["bbox"]
-                    c = animals.index(o["name"])
-                    lines.append(
-                        f"{c} {(x + bw / 2) / w:.6f} {(y + bh / 2) / h:.6f} {bw / w:.6f} {bh / h:.6f}\n"
-                    )
             (lbl_dir / f"{i:06d}.txt").write_text("".join(lines))
-            continue
-        for o in objs:
-            if o["name"] in cats:
-                bw, bh = o["bbox"][2], o["bbox"][3]
-                cid = cats.index(o["name"]) + 1
-                anns.append(
-                    {
-                        "id": len(anns) + 1,
-                        "image_id": i + 1,
-                        "category_id": cid,
-                        "bbox": o["bbox"],
-                        "area": bw * bh,
-                        "iscrowd": 0,
-                    }
-                )
     if split != "animals":
-        coco = {
-            "images": images,
-            "annotations": anns,
-            "categories": [{"id": k + 1, "name": c} for k, c in enumerate(cats)],
-        }
+        categories = [{"id": k + 1, "name": c} for k, c in enumerate(cats)]
+        coco = {"images": images, "annotations": anns, "categories": categories}
         (root / split / "annotations.json").write_text(json.dumps(coco))
     return truth
 
@@ -559,10 +316,5 @@ def write_synthetic_world(out_dir: Path, spec: SynthSpec = SynthSpec()) -> Synth
     for top, entries in cfg.items():
         lines += [f"{top}:"] + [f"  {k}: {_flow(v)}" for k, v in entries.items()]
     (root / "hydradet.yaml").write_text("\n".join(lines) + "\n")
-    return SynthWorld(
-        root,
-        root / "persons/annotations.json",
-        root / "animals/data.yaml",
-        root / "val/annotations.json",
-        root / "hydradet.yaml",
-    )
+    files = ("persons/annotations.json", "animals/data.yaml", "val/annotations.json", "hydradet.yaml")
+    return SynthWorld(root, *(root / f for f in files))

@@ -86,7 +86,8 @@ class Predictor:
             with torch.no_grad():
                 outputs = self.model(x, dict.fromkeys(self.heads))
                 dets = {
-                    h: self.model.heads[h].postprocess(outputs[h], self.conf, self.iou, self.max_det) for h in self.heads
+                    h: self.model.heads[h].postprocess(outputs[h], self.conf, self.iou, self.max_det)
+                    for h in self.heads
                 }
             for i, (path, im) in enumerate(zip(chunk, images, strict=True)):
                 h_img, w_img = im.shape[-2:]

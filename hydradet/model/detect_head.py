@@ -42,7 +42,8 @@ def _tower(width: int, depth: int) -> nn.Sequential:
 
 
 def _groups(width: int) -> int:
-    return next(g for g in (32, 16, 8, 4, 2, 1) if width % g == 0)
+    # 8 channels per group, as FCOS's GroupNorm(32) on 256 channels; at most 32 groups.
+    return next(g for g in (32, 16, 8, 4, 2, 1) if (width % g == 0 and width // g >= 8) or g == 1)
 
 
 class DetectHead(nn.Module):
@@ -76,7 +77,9 @@ class DetectHead(nn.Module):
             ctr.append(self.ctr_pred(b).flatten(1))
             points.append(_grid(feat.shape[-2:], stride, feat.device))
             strides.append(torch.full((points[-1].shape[0],), float(stride), device=feat.device))
-        return DetectOutput(torch.cat(cls, 1), torch.cat(box, 1), torch.cat(ctr, 1), torch.cat(points), torch.cat(strides))
+        return DetectOutput(
+            torch.cat(cls, 1), torch.cat(box, 1), torch.cat(ctr, 1), torch.cat(points), torch.cat(strides)
+        )
 
     def loss(self, out: DetectOutput, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """Losses over this head's samples, normalised by this head's own count of positives.

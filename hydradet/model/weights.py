@@ -107,7 +107,7 @@ def _refuse_pickle(path: Path) -> None:
     if path.suffix in _PICKLE_SUFFIXES:
         raise WeightsError(
             f"{path}: pickled weights are refused (loading them can run code from the file). Convert a file you "
-            "trust with: python -c \"import torch, safetensors.torch as s; "
+            'trust with: python -c "import torch, safetensors.torch as s; '
             f"s.save_file(torch.load('{path.name}', weights_only=True), '{path.stem}.safetensors')\" "
             "(hydradet files also need their metadata: prefer the .safetensors that `hydradet train` wrote)"
         )

@@ -83,7 +83,9 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
         row: dict[str, float | int | str] = {"epoch": epoch, "lr": f"{lr:.6g}", "time_s": round(time.time() - t0, 1)}
         row.update({f"loss/{h}": round(sums[h] / counts[h], 4) if h in sums else "" for h in cfg.heads})
         if val_sets and (epoch % cfg.eval.every == 0 or epoch == cfg.train.epochs):
+            t_eval = time.time()
             metrics = evaluate(model, cfg, val_sets, device)
+            row["eval_s"] = round(time.time() - t_eval, 1)
             log(format_table(metrics))
             for h in cfg.heads:
                 row[f"{h}/mAP50-95"] = round(metrics[h]["mAP50-95"], 4) if h in metrics else ""

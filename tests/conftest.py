@@ -1,0 +1,69 @@
+"""Small in-memory models and batches for the tests: two heads, three sources."""
+
+from __future__ import annotations
+
+import torch
+
+from hydradet.config import Config, load_config
+from hydradet.data.dataset import Batch
+from hydradet.model.detector import HydraDetector
+
+IMGSZ = 64
+
+TINY = {
+    "heads": {
+        "person": {"task": "detect", "classes": ["person"]},
+        "animal": {"task": "detect", "classes": ["dog", "bird", "giraffe"]},
+    },
+    "sources": {
+        "persons": {"format": "coco", "train": "p.json", "labels": {"person": {"person": "person"}}},
+        "animals": {"format": "yolo", "train": "a.yaml", "labels": {"animal": {"dog": "dog", "bird": "bird"}}},
+        "both": {
+            "format": "coco",
+            "train": "b.json",
+            "labels": {"person": {"person": "person"}, "animal": {"dog": "dog", "giraffe": "giraffe"}},
+        },
+    },
+}
+
+
+def tiny_config(*overrides: str) -> Config:
+    base = ("model.backbone=resnet18", f"model.imgsz={IMGSZ}", "model.neck_width=16", "train.workers=0")
+    return load_config(TINY, [*base, *overrides], check_paths=False)
+
+
+def tiny_model(cfg: Config, seed: int = 0) -> HydraDetector:
+    torch.manual_seed(seed)
+    return HydraDetector(cfg.model, cfg.heads)
+
+
+def make_batch(cfg: Config, sources: list[str], seed: int = 0) -> Batch:
+    """Random images; each sample gets 1-3 random boxes for every head its source labels."""
+    g = torch.Generator().manual_seed(seed)
+    targets = []
+    for src in sources:
+        per_head = {}
+        for head in cfg.sources[src].labels:
+            n = int(torch.randint(1, 4, (1,), generator=g))
+            xy = torch.rand(n, 2, generator=g) * IMGSZ * 0.6
+            wh = 8 + torch.rand(n, 2, generator=g) * IMGSZ * 0.4
+            labels = torch.randint(0, len(cfg.heads[head].classes), (n,), generator=g)
+            per_head[head] = {"boxes": torch.cat([xy, (xy + wh).clamp(max=IMGSZ)], 1), "labels": labels}
+        targets.append(per_head)
+    n = len(sources)
+    return Batch(
+        images=torch.rand(n, 3, IMGSZ, IMGSZ, generator=g),
+        targets=targets,
+        sources=list(sources),
+        indices=list(range(n)),
+        scales=[1.0] * n,
+        orig_sizes=[(IMGSZ, IMGSZ)] * n,
+    )
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def optimizer_state_of(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> list[dict]:
+    return [{k: (v.clone() if torch.is_tensor(v) else v) for k, v in optimizer.state[p].items()} for p in params]

@@ -1,0 +1,68 @@
+"""Our per-head COCO metrics are pycocotools' numbers, on a hand-made case with known answers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from hydradet.eval.coco_map import ImageBoxes, coco_map
+
+# Three images, two classes. Predictions: exact hits, a shifted box (IoU ~0.68), a wrong class, a duplicate,
+# a false positive and a miss, with scores that interleave hits and misses.
+GT = [
+    ImageBoxes(np.array([[10, 10, 50, 60], [60, 20, 90, 80]], np.float32), np.array([0, 1])),
+    ImageBoxes(np.array([[5, 5, 25, 45]], np.float32), np.array([0])),
+    ImageBoxes(np.array([[30, 30, 70, 70], [0, 0, 20, 20]], np.float32), np.array([1, 0])),
+]
+PRED = [
+    ImageBoxes(
+        np.array([[10, 10, 50, 60], [65, 25, 95, 85], [12, 11, 50, 60]], np.float32),
+        np.array([0, 1, 0]),
+        np.array([0.9, 0.6, 0.3]),
+    ),
+    ImageBoxes(np.array([[5, 5, 25, 45], [40, 40, 60, 60]], np.float32), np.array([1, 0]), np.array([0.8, 0.7])),
+    ImageBoxes(np.array([[30, 30, 70, 70]], np.float32), np.array([1]), np.array([0.95])),
+]
+
+
+def _pycocotools_reference(tmp_path) -> tuple[float, float]:
+    images = [{"id": i + 1, "width": 100, "height": 100, "file_name": f"{i}.jpg"} for i in range(len(GT))]
+    anns, dets = [], []
+    for i, (g, p) in enumerate(zip(GT, PRED, strict=True), 1):
+        for b, c in zip(g.boxes, g.labels, strict=True):
+            w, h = float(b[2] - b[0]), float(b[3] - b[1])
+            bbox = [float(b[0]), float(b[1]), w, h]
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(c) + 1, "bbox": bbox, "area": w * h})
+            anns[-1]["iscrowd"] = 0
+        for b, c, s in zip(p.boxes, p.labels, p.scores, strict=True):
+            bbox = [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]
+            dets.append({"image_id": i, "category_id": int(c) + 1, "bbox": bbox, "score": float(s)})
+    gt_file, dt_file = tmp_path / "gt.json", tmp_path / "dt.json"
+    cats = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+    gt_file.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    dt_file.write_text(json.dumps(dets))
+    gt = COCO(str(gt_file))
+    ev = COCOeval(gt, gt.loadRes(str(dt_file)), "bbox")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    return float(ev.stats[0]), float(ev.stats[1])
+
+
+def test_coco_map_equals_pycocotools_on_files(tmp_path):
+    ref_map, ref_map50 = _pycocotools_reference(tmp_path)
+    ours = coco_map(GT, PRED, ["a", "b"])
+    assert ours["mAP50-95"] == pytest.approx(ref_map, abs=1e-12)
+    assert ours["mAP50"] == pytest.approx(ref_map50, abs=1e-12)
+    assert 0.2 < ours["mAP50"] < 1.0  # a case that is neither trivial nor empty
+
+
+def test_perfect_predictions_score_one_and_no_predictions_zero():
+    perfect = [ImageBoxes(g.boxes, g.labels, np.ones(len(g.boxes))) for g in GT]
+    assert coco_map(GT, perfect, ["a", "b"]) == {"mAP50-95": 1.0, "mAP50": 1.0}
+    empty = [ImageBoxes(np.zeros((0, 4)), np.zeros(0, int), np.zeros(0)) for _ in GT]
+    assert coco_map(GT, empty, ["a", "b"]) == {"mAP50-95": 0.0, "mAP50": 0.0}
