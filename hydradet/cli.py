@@ -7,12 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from hydradet.config.load import ConfigError, load_config
-from hydradet.data.records import DataError
-from hydradet.model.weights import WeightsError
+from hydradet.config.load import load_config
+from hydradet.errors import ConfigError, UserError
 
 # Errors that mean "your input is wrong": reported as one clear message and exit code 2, never a traceback.
-_USER_ERRORS = (ConfigError, DataError, WeightsError, FileNotFoundError)
+_USER_ERRORS = (UserError, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:

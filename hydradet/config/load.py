@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from hydradet.config.schema import Config, KeyedError
+from hydradet.errors import ConfigError
 
 DEFAULT_YAML = Path(__file__).with_name("default.yaml")
 
@@ -18,12 +19,6 @@ DEFAULT_YAML = Path(__file__).with_name("default.yaml")
 # (the working directory for command-line overrides), so a config can be run from anywhere.
 _PATH_KEYS = (("model", "backbone_weights"), ("model", "init"))
 _SOURCE_PATH_KEYS = ("train", "val", "images")
-
-
-class ConfigError(Exception):
-    """A config that cannot be used. `str()` names the key, what is wrong and what is accepted."""
-
-    exit_code = 2
 
 
 def defaults() -> dict[str, Any]:

@@ -15,6 +15,7 @@ BACKBONES = (
     "mobilenet_v3_small",
     "shufflenet_v2_x0_5",
     "shufflenet_v2_x1_0",
+    "shufflenet_v2_x0_5_megvii",
 )
 
 
@@ -133,7 +134,9 @@ class Config(Strict):
                             f"unknown class {head_cls!r} for head {hname!r}; its classes: {known}",
                         )
         if not self.heads:
-            raise KeyedError("heads", "no heads configured; add e.g. `heads: {person: {task: detect, classes: [person]}}`")
+            raise KeyedError(
+                "heads", "no heads configured; add e.g. `heads: {person: {task: detect, classes: [person]}}`"
+            )
         if not any(s.train for s in self.sources.values()) and self.train.epochs > 0:
             raise KeyedError("sources", "no source has a `train` split, so there is nothing to train on")
         return self

@@ -93,12 +93,12 @@ class SourceDataset(Dataset[Sample]):
         if rec.width and rec.height and (rec.width, rec.height) != (w, h) and len(boxes):
             # The annotation was made for another size of this picture (e.g. before a resize): rescale.
             boxes = boxes * torch.tensor([w / rec.width, h / rec.height] * 2)
+        if self.hflip and torch.rand(()) < self.hflip:
+            # Flip before letterboxing: the padding must stay right/bottom, where the scale-only inverse expects it.
+            image = image.flip(-1)
+            boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
         image, scale = letterbox(image, self.imgsz)
         boxes = boxes * scale
-        if self.hflip and torch.rand(()) < self.hflip:
-            image = image.flip(-1)
-            new_w = w * scale
-            boxes = torch.stack([new_w - boxes[:, 2], boxes[:, 1], new_w - boxes[:, 0], boxes[:, 3]], 1)
         targets = {}
         for head, cmap in self.class_maps.items():
             keep = [j for j, c in enumerate(rec.classes) if c in cmap]

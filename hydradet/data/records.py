@@ -7,11 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from hydradet.errors import DataError
 
-class DataError(Exception):
-    """Bad input data, found before training starts. The message names the file, the line or key, and the fix."""
-
-    exit_code = 2
+__all__ = ["DataError", "ImageRecord", "SplitRecords", "clean_boxes", "xywh_to_xyxy"]
 
 
 @dataclass

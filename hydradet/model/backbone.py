@@ -10,6 +10,9 @@ from torch import Tensor, nn
 from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.ops import FrozenBatchNorm2d
 
+from hydradet.errors import WeightsError
+from hydradet.model.shufflenet_megvii import ShuffleNetV2Megvii, load_megvii_state
+
 # The graph nodes whose outputs are the last feature maps at strides 8, 16 and 32. MobileNet's are found by
 # probing (its stages are not named), the others are named stages.
 _RETURN_NODES = {
@@ -18,7 +21,18 @@ _RETURN_NODES = {
     "resnet50": ["layer2", "layer3", "layer4"],
     "shufflenet_v2_x0_5": ["stage2", "stage3", "stage4"],
     "shufflenet_v2_x1_0": ["stage2", "stage3", "stage4"],
+    "shufflenet_v2_x0_5_megvii": ["stage2", "stage3", "stage4"],
 }
+
+# Input convention each backbone's pretrained weights were trained with: (mean, std, bgr), applied to images in
+# [0, 1] after flipping to BGR if bgr. torchvision's are ImageNet mean/std on RGB. The Megvii-layout FastestDet
+# weights saw OpenCV images / 255: their first BatchNorm's running stats match batch stats of real images only for
+# BGR in [0, 1] (mean/std inputs are ~6x further off, RGB ~3x on the mean term; tests/test_megvii_backbone.py).
+_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), False)
+_INPUT_NORM = {"shufflenet_v2_x0_5_megvii": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), True)}
+
+# Names built from hydradet's Megvii-layout module rather than torchvision, with their width multiplier.
+_MEGVII = {"shufflenet_v2_x0_5_megvii": 0.5}
 
 
 class Backbone(nn.Module):
@@ -28,19 +42,25 @@ class Backbone(nn.Module):
 
     def __init__(self, name: str, weights: Path | None = None, norm: str = "batch") -> None:
         super().__init__()
-        net = getattr(torchvision.models, name)(weights=None)
-        if weights is not None:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            missing, _unexpected = net.load_state_dict(state, strict=False)
-            kept = [k for k in missing if not k.startswith(("fc.", "classifier.", "conv5."))]
-            if kept:
-                raise ValueError(f"{weights}: not a {name} state dict; missing {len(kept)} tensors, e.g. {kept[:3]}")
+        if name in _MEGVII:
+            net = _megvii_net(name, weights)
+        else:
+            net = getattr(torchvision.models, name)(weights=None)
+            if weights is not None:
+                state = torch.load(weights, map_location="cpu", weights_only=True)
+                missing, _unexpected = net.load_state_dict(state, strict=False)
+                kept = [k for k in missing if not k.startswith(("fc.", "classifier.", "conv5."))]
+                if kept:
+                    raise WeightsError(
+                        f"{weights}: not a {name} state dict; missing {len(kept)} tensors, e.g. {kept[:3]}"
+                    )
         nodes = _RETURN_NODES.get(name) or _probe_stride_nodes(net)
         self.body = create_feature_extractor(net, {n: str(i) for i, n in enumerate(nodes)})
         if norm == "frozen":
             _freeze_batchnorm(self.body)
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+        mean, std, self.bgr = _INPUT_NORM.get(name, _IMAGENET)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         with torch.no_grad():
             self.body.eval()
             probe = self.body(torch.zeros(1, 3, 64, 64))
@@ -48,7 +68,29 @@ class Backbone(nn.Module):
         self.out_channels = [f.shape[1] for f in probe.values()]
 
     def forward(self, images: Tensor) -> list[Tensor]:
+        if self.bgr:
+            images = images.flip(1)
         return list(self.body((images - self.mean) / self.std).values())
+
+
+def _megvii_net(name: str, weights: Path | None) -> nn.Module:
+    """The Megvii-layout ShuffleNetV2; a weights file must match it exactly (no head tensors to drop)."""
+    net = ShuffleNetV2Megvii(width=_MEGVII[name])
+    if weights is None:
+        return net
+    state = load_megvii_state(weights)
+    want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if got != want:
+        missing = sorted(want.keys() - got.keys())
+        extra = sorted(got.keys() - want.keys())
+        shapes = [f"{k}: {got[k]} != {want[k]}" for k in sorted(want.keys() & got.keys()) if got[k] != want[k]]
+        raise WeightsError(
+            f"{weights}: not a {name} state dict; {len(missing)} missing (e.g. {missing[:3]}), "
+            f"{len(extra)} unexpected (e.g. {extra[:3]}), {len(shapes)} shape mismatches (e.g. {shapes[:3]})"
+        )
+    net.load_state_dict(state, strict=True)
+    return net
 
 
 def _probe_stride_nodes(net: nn.Module) -> list[str]:

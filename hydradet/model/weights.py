@@ -15,14 +15,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from hydradet.config.schema import HeadConfig, ModelConfig
+from hydradet.errors import WeightsError
 from hydradet.model.detector import HydraDetector
 
 FORMAT_VERSION = 1
 _PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".bin"}
-
-
-class WeightsError(Exception):
-    exit_code = 2
 
 
 def save_weights(model: HydraDetector, path: Path, extra: dict[str, Any] | None = None) -> None:

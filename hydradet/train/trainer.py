@@ -80,16 +80,16 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
             step += 1
         bar.close()
 
-        row: dict[str, float | int | str] = {"epoch": epoch, "lr": f"{lr:.6g}", "time_s": round(time.time() - t0, 1)}
-        row.update({f"loss/{h}": round(sums[h] / counts[h], 4) if h in sums else "" for h in cfg.heads})
+        row: dict[str, float | int | str] = dict.fromkeys(_csv_columns(cfg), "")
+        row.update({"epoch": epoch, "lr": f"{lr:.6g}", "time_s": round(time.time() - t0, 1)})
+        row.update({f"loss/{h}": round(sums[h] / counts[h], 4) for h in sums})
         if val_sets and (epoch % cfg.eval.every == 0 or epoch == cfg.train.epochs):
             t_eval = time.time()
             metrics = evaluate(model, cfg, val_sets, device)
             row["eval_s"] = round(time.time() - t_eval, 1)
             log(format_table(metrics))
-            for h in cfg.heads:
-                row[f"{h}/mAP50-95"] = round(metrics[h]["mAP50-95"], 4) if h in metrics else ""
-                row[f"{h}/mAP50"] = round(metrics[h]["mAP50"], 4) if h in metrics else ""
+            for h, m in metrics.items():
+                row[f"{h}/mAP50-95"], row[f"{h}/mAP50"] = round(m["mAP50-95"], 4), round(m["mAP50"], 4)
             fitness = float(np.nanmean([m["mAP50-95"] for m in metrics.values()] or [0.0]))
         else:
             fitness = -float(sum(sums.values()) / max(1, sum(counts.values())))  # no val data: lowest loss
@@ -129,6 +129,12 @@ def describe_data(cfg: Config, train_sets: list[SourceDataset], val_sets: list[S
         if not any(head in cfg.sources[d.source].labels for d in train_sets):
             lines.append(f"  note: head {head!r} has no train source; it will not change")
     return lines
+
+
+def _csv_columns(cfg: Config) -> list[str]:
+    """Fixed up front, so that rows without evaluation (eval.every > 1) keep the columns aligned."""
+    cols = ["epoch", "lr", "time_s", *(f"loss/{h}" for h in cfg.heads), "eval_s"]
+    return cols + [f"{h}/{m}" for h in cfg.heads for m in ("mAP50-95", "mAP50")]
 
 
 def _append_csv(path: Path, row: dict) -> None:

@@ -1,0 +1,95 @@
+"""Boxes stay on their objects through loading, letterboxing and flipping; each sample carries targets only
+for the heads its source labels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hydradet.config import load_config
+from hydradet.data.dataset import SourceDataset
+
+COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+
+
+def _painted_coco(tmp_path: Path, size: tuple[int, int]) -> Path:
+    """One image of `size` (w, h), grey, with three boxes each painted a unique colour."""
+    w, h = size
+    arr = np.full((h, w, 3), 128, np.uint8)
+    boxes = [[5, 8, 0.3 * w, 0.5 * h], [0.55 * w, 0.1 * h, 0.95 * w, 0.4 * h], [0.2 * w, 0.6 * h, 0.5 * w, 0.95 * h]]
+    for (x0, y0, x1, y1), c in zip(boxes, COLOURS, strict=True):
+        arr[round(y0) : round(y1), round(x0) : round(x1)] = c
+    (tmp_path / "images").mkdir()
+    Image.fromarray(arr).save(tmp_path / "images" / "a.png")
+    anns = [
+        {"id": i + 1, "image_id": 1, "category_id": i + 1, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]}
+        for i, b in enumerate(boxes)
+    ]
+    cats = [{"id": i + 1, "name": n} for i, n in enumerate(["red", "green", "blue"])]
+    data = {"images": [{"id": 1, "file_name": "a.png", "width": w, "height": h}], "annotations": anns}
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps({**data, "categories": cats}))
+    return path
+
+
+def _config(json_path: Path, hflip: float):
+    return load_config(
+        {
+            "heads": {"colours": {"task": "detect", "classes": ["red", "green", "blue"]}},
+            "sources": {
+                "painted": {
+                    "format": "coco",
+                    "train": str(json_path),
+                    "labels": {"colours": {"red": "red", "green": "green", "blue": "blue"}},
+                }
+            },
+        },
+        ["model.imgsz=96", f"train.hflip={hflip}"],
+    )
+
+
+@pytest.mark.parametrize("size", [(160, 100), (100, 160)], ids=["landscape", "portrait"])
+@pytest.mark.parametrize("hflip", [0.0, 1.0], ids=["no-flip", "flip"])
+def test_each_box_still_covers_its_painted_region(tmp_path, size, hflip):
+    cfg = _config(_painted_coco(tmp_path, size), hflip)
+    sample = SourceDataset(cfg, "painted", "train", train=True)[0]
+    image = sample.image.permute(1, 2, 0).int()
+    target = sample.targets["colours"]
+    for box, label in zip(target["boxes"], target["labels"], strict=True):
+        x0, y0, x1, y1 = box.round().int().tolist()
+        inner = image[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2]  # stay off the resampled edges
+        colour = torch.tensor(COLOURS[int(label)])
+        match = ((inner - colour).abs().max(-1).values < 40).float().mean()
+        assert match > 0.95, f"box {box.tolist()} of class {int(label)} covers its colour only {match:.0%}"
+
+
+def test_targets_exist_only_for_the_heads_the_source_labels(tmp_path):
+    json_path = _painted_coco(tmp_path, (64, 64))
+    cfg = load_config(
+        {
+            "heads": {
+                "warm": {"task": "detect", "classes": ["red"]},
+                "cool": {"task": "detect", "classes": ["blue", "green"]},
+                "never": {"task": "detect", "classes": ["x"]},
+            },
+            "sources": {
+                "painted": {
+                    "format": "coco",
+                    "train": str(json_path),
+                    "labels": {"warm": {"red": "red"}, "cool": {"blue": "blue"}},
+                }
+            },
+        },
+        ["model.imgsz=64"],
+    )
+    ds = SourceDataset(cfg, "painted", "train", train=False)
+    sample = ds[0]
+    assert set(sample.targets) == {"warm", "cool"}
+    assert sample.targets["warm"]["labels"].tolist() == [0]
+    assert sample.targets["cool"]["labels"].tolist() == [0]  # "blue" is class 0 of head cool
+    assert ds.unmapped == {"green": 1}  # mapped to no head: ignored and counted

@@ -1,0 +1,88 @@
+"""The COCO and YOLO readers give the right counts on the real files in ../shared/data, and bad label files
+are refused with the file, the line and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hydradet.data.coco import read_coco
+from hydradet.data.records import DataError
+from hydradet.data.yolo import read_yolo
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"real data not found at {SHARED}")
+
+
+@needs_shared
+def test_coco_train_counts_match_the_dataset_readme():
+    split = read_coco(SHARED / "coco-train" / "instances.json")
+    assert len(split.records) == 337
+    assert len(split.class_names) == 80
+    assert split.box_counts()["person"] == 644
+    assert sum(len(r.classes) for r in split.records) + split.skipped["iscrowd annotation (not used as a box)"] == 2828
+    animals = ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe")
+    assert sum(split.box_counts()[a] for a in animals) == 153
+
+
+@needs_shared
+@pytest.mark.parametrize(
+    ("name", "split", "images", "boxes", "backgrounds"),
+    [
+        ("persons-roboflow", "train", 1745, {"person": 4935}, 0),
+        ("persons-roboflow", "val", 291, {"person": 774}, 0),
+        ("lions-roboflow", "train", 1000, {"Lion": 1231}, 15),
+        ("lions-roboflow", "val", 250, {"Lion": 304}, 7),
+    ],
+)
+def test_yolo_counts_match_the_dataset_readme(name, split, images, boxes, backgrounds):
+    data = read_yolo(SHARED / name / "data.yaml", split)
+    assert len(data.records) == images
+    assert data.box_counts() == boxes
+    assert sum(len(r.boxes) == 0 for r in data.records) == backgrounds
+    r = next(r for r in data.records if len(r.boxes))
+    assert (r.boxes[:, 2:] > r.boxes[:, :2]).all() and r.boxes[:, 2].max() <= r.width
+
+
+def _yolo_set(tmp_path: Path, label_text: str) -> Path:
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    Image.new("RGB", (40, 30)).save(tmp_path / "images" / "a.jpg")
+    (tmp_path / "labels" / "a.txt").write_text(label_text)
+    yaml_path = tmp_path / "data.yaml"
+    yaml_path.write_text("path: .\ntrain: images\nnames: [cat, dog]\n")
+    return yaml_path
+
+
+def test_yolo_class_id_out_of_range_names_file_and_line(tmp_path):
+    path = _yolo_set(tmp_path, "0 0.5 0.5 0.2 0.2\n5 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(DataError, match=r"a\.txt:2: class id 5 out of range 0\.\.1"):
+        read_yolo(path, "train")
+
+
+def test_yolo_boxes_are_scaled_to_pixels_and_bad_ones_dropped_and_counted(tmp_path):
+    path = _yolo_set(tmp_path, "1 0.5 0.5 0.5 0.5\n0 0.5 0.5 0 0.2\n")
+    data = read_yolo(path, "train")
+    (rec,) = data.records
+    assert rec.boxes.tolist() == [[10.0, 7.5, 30.0, 22.5]] and rec.classes == ["dog"]
+    assert data.skipped == {"box with zero/negative size or NaN (dropped)": 1}
+
+
+def test_coco_malformed_json_names_line_and_column(tmp_path):
+    bad = tmp_path / "x.json"
+    bad.write_text('{"images": [\n  {"id": 1,}\n]}')
+    with pytest.raises(DataError, match=r"x\.json:2:\d+: not valid JSON"):
+        read_coco(bad)
+
+
+def test_coco_annotation_of_unknown_image_is_an_error(tmp_path):
+    bad = tmp_path / "x.json"
+    bad.write_text(
+        '{"images": [{"id": 1, "file_name": "a.jpg"}], "categories": [{"id": 1, "name": "p"}],'
+        ' "annotations": [{"id": 7, "image_id": 2, "category_id": 1, "bbox": [0, 0, 1, 1]}]}'
+    )
+    with pytest.raises(DataError, match="annotation id 7 names unknown image_id 2"):
+        read_coco(bad)
