@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iou", type=float, default=0.5)
     p.add_argument("--heads", default=None, help="comma-separated heads to run (default: all)")
     p.add_argument("--imgsz", type=int, default=None)
-    p.add_argument("--out", type=Path, default=Path("runs/predict"))
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/predict, runs/predict2, ...)")
 
     p = sub.add_parser("synth", help="write the synthetic two-source world (COCO persons, YOLO animals)")
     p.add_argument("out", type=Path)
@@ -59,18 +59,18 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _val(args: argparse.Namespace) -> int:
-    import torch
-
     from hydradet.data.dataset import SourceDataset
     from hydradet.eval.evaluate import evaluate, format_table
     from hydradet.model.weights import load_model
+    from hydradet.train.trainer import device_from
 
     cfg = load_config(args.config, args.overrides)
-    model = load_model(args.weights)
+    device = device_from(cfg.train.device)
+    model = load_model(args.weights).to(device)
     val_sets = [SourceDataset(cfg, s, "val", train=False) for s, src in cfg.sources.items() if src.val]
     if not val_sets:
         raise ConfigError(f"{args.config}: no source has a `val` split to evaluate on")
-    print(format_table(evaluate(model, cfg, val_sets, torch.device("cpu"))))
+    print(format_table(evaluate(model, cfg, val_sets, device)))
     return 0
 
 
@@ -87,8 +87,11 @@ def _predict(args: argparse.Namespace) -> int:
         predictor = Predictor(model, heads, conf=args.conf, iou=args.iou, imgsz=args.imgsz)
     except ValueError as e:
         raise ConfigError(f"--heads: {e}") from None
+    from hydradet.train.trainer import new_run_dir
+
     paths = list_images(args.inputs)
-    out = args.out
+    out = args.out or new_run_dir(Path("runs/predict"))
+    out.mkdir(parents=True, exist_ok=True)
     records, counts = [], {h: 0 for h in predictor.heads}
     for result in tqdm(predictor(paths), total=len(paths), desc="predict"):
         save_drawing(result, list(model.heads), out)

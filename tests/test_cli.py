@@ -89,7 +89,10 @@ def test_init_then_training_on_animals_only_leaves_person_head_bit_identical(wor
     animals_only.write_text(yaml.safe_dump(cfg))
     init = first_run / "weights" / "last.safetensors"
     args = ["train", str(animals_only), "train.epochs=2", f"project={tmp_path}", "name=b", f"model.init={init}"]
-    assert main([*args, "train.optimizer=sgd", "train.weight_decay=0.01", *FAST]) == 0
+    assert main([*args, "train.optimizer=sgd", "train.weight_decay=0.01", "eval.every=2", *FAST]) == 0
+    rows = list(csv.DictReader((tmp_path / "b" / "results.csv").open()))
+    assert [r["animal/mAP50"] != "" for r in rows] == [False, True]  # eval.every=2 keeps columns aligned
+    assert rows[1]["person/mAP50"] != "" and rows[0]["loss/person"] == ""  # person evaluated, never trained
 
     before, after = load_file(str(init)), load_file(str(tmp_path / "b" / "weights" / "last.safetensors"))
     person = [k for k in before if k.startswith("heads.person.")]

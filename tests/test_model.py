@@ -34,7 +34,7 @@ def test_backbone_loads_a_local_torchvision_state_dict(tmp_path):
 def test_backbone_refuses_a_state_dict_of_another_network(tmp_path):
     path = tmp_path / "wrong.pth"
     torch.save(torchvision.models.mobilenet_v3_small(weights=None).state_dict(), path)
-    with pytest.raises(WeightsError, match="wrong.pth: not a resnet18 state dict"):
+    with pytest.raises(WeightsError, match=r"wrong\.pth: not a resnet18 state dict"):
         Backbone("resnet18", weights=path)
 
 

@@ -18,6 +18,7 @@ from hydradet.config.load import dump_config
 from hydradet.config.schema import Config
 from hydradet.data.dataset import SourceDataset, collate
 from hydradet.data.sampler import SourceBatchSampler, source_probabilities
+from hydradet.errors import ConfigError
 from hydradet.eval.evaluate import evaluate, format_table
 from hydradet.model.detector import HydraDetector
 from hydradet.model.weights import init_from, save_weights
@@ -27,16 +28,17 @@ from hydradet.train.step import train_step
 
 def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
     """Train as the config says; returns the run folder (config.yaml, results.csv, weights/)."""
-    run_dir = _new_run_dir(cfg.project / cfg.name)
-    (run_dir / "weights").mkdir(parents=True)
-    (run_dir / "config.yaml").write_text(dump_config(cfg))
     _seed_everything(cfg.train.seed)
-    device = _device(cfg.train.device)
-    log(f"run: {run_dir}  device: {device}")
+    device = device_from(cfg.train.device)
 
-    # Data: every source's train split is one stream; the sampler decides how they mix into batches.
+    # Data, read and checked before anything is written: every source's train split is one stream; the
+    # sampler decides how they mix into batches.
     train_sets = [SourceDataset(cfg, s, "train", train=True) for s, src in cfg.sources.items() if src.train]
     val_sets = [SourceDataset(cfg, s, "val", train=False) for s, src in cfg.sources.items() if src.val]
+    run_dir = new_run_dir(cfg.project / cfg.name)
+    (run_dir / "weights").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    log(f"run: {run_dir}  device: {device}")
     for line in describe_data(cfg, train_sets, val_sets):
         log(line)
     sizes = [len(ds) for ds in train_sets]
@@ -146,7 +148,8 @@ def _append_csv(path: Path, row: dict) -> None:
         w.writerow(row)
 
 
-def _new_run_dir(base: Path) -> Path:
+def new_run_dir(base: Path) -> Path:
+    """base, or base2, base3, ... if taken: runs never overwrite each other."""
     if not base.exists():
         return base
     n = 2
@@ -161,9 +164,9 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _device(name: str) -> torch.device:
+def device_from(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is available; use train.device=cpu or auto")
+        raise ConfigError("train.device: cuda was asked for but no CUDA device is available; use cpu or auto")
     return torch.device(name)
