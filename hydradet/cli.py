@@ -30,8 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("predict", help="detect on images or folders; writes pictures and predictions.json")
     p.add_argument("weights", type=Path)
     p.add_argument("inputs", nargs="+", help="images or folders")
-    p.add_argument("--conf", type=float, default=0.25)
-    p.add_argument("--iou", type=float, default=0.5)
+    p.add_argument("--conf", type=float, default=None, help="score threshold (default: predict.conf)")
+    p.add_argument("--iou", type=float, default=None, help="NMS IoU (default: predict.iou)")
+    p.add_argument("--max-det", type=int, default=None, help="detections per image and head (predict.max_det)")
     p.add_argument("--heads", default=None, help="comma-separated heads to run (default: all)")
     p.add_argument("--imgsz", type=int, default=None)
     p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/predict, runs/predict2, ...)")
@@ -64,9 +65,17 @@ def _val(args: argparse.Namespace) -> int:
     from hydradet.model.weights import load_model
     from hydradet.train.trainer import device_from
 
-    cfg = load_config(args.config, args.overrides)
+    model = load_model(args.weights)
+    # Evaluate at the size the model was trained at, unless the command line says otherwise.
+    cfg = load_config(args.config, [f"model.imgsz={model.model_cfg.imgsz}", *args.overrides])
+    for head, head_cfg in model.head_cfgs.items():
+        if head in cfg.heads and cfg.heads[head].classes != head_cfg.classes:
+            raise ConfigError(
+                f"heads.{head}.classes: the config says {cfg.heads[head].classes} but {args.weights} was trained "
+                f"with {head_cfg.classes}; class ids would not match"
+            )
     device = device_from(cfg.train.device)
-    model = load_model(args.weights).to(device)
+    model.to(device)
     val_sets = [SourceDataset(cfg, s, "val", train=False) for s, src in cfg.sources.items() if src.val]
     if not val_sets:
         raise ConfigError(f"{args.config}: no source has a `val` split to evaluate on")
@@ -77,14 +86,21 @@ def _val(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from hydradet.config.load import defaults
     from hydradet.infer.draw import save_drawing
     from hydradet.infer.predict import Predictor, list_images
     from hydradet.model.weights import load_model
 
     model = load_model(args.weights)
     heads = args.heads.split(",") if args.heads else None
+    dflt = defaults()["predict"]  # the one place defaults live
+    conf = dflt["conf"] if args.conf is None else args.conf
+    iou = dflt["iou"] if args.iou is None else args.iou
+    max_det = dflt["max_det"] if args.max_det is None else args.max_det
+    if not (0 <= conf <= 1 and 0 < iou <= 1 and max_det >= 1 and (args.imgsz or 32) >= 32):
+        raise ConfigError("--conf must be in [0, 1], --iou in (0, 1], --max-det >= 1, --imgsz >= 32")
     try:
-        predictor = Predictor(model, heads, conf=args.conf, iou=args.iou, imgsz=args.imgsz)
+        predictor = Predictor(model, heads, conf=conf, iou=iou, max_det=max_det, imgsz=args.imgsz)
     except ValueError as e:
         raise ConfigError(f"--heads: {e}") from None
     from hydradet.train.trainer import new_run_dir

@@ -13,6 +13,7 @@ from PIL import Image
 
 from hydradet.config import load_config
 from hydradet.data.dataset import SourceDataset
+from hydradet.errors import ConfigError
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
 
@@ -93,3 +94,15 @@ def test_targets_exist_only_for_the_heads_the_source_labels(tmp_path):
     assert sample.targets["warm"]["labels"].tolist() == [0]
     assert sample.targets["cool"]["labels"].tolist() == [0]  # "blue" is class 0 of head cool
     assert ds.unmapped == {"green": 1}  # mapped to no head: ignored and counted
+
+
+def test_a_misspelled_source_class_under_labels_is_refused_with_a_suggestion(tmp_path):
+    json_path = _painted_coco(tmp_path, (64, 64))
+    cfg = load_config(
+        {
+            "heads": {"colours": {"task": "detect", "classes": ["red"]}},
+            "sources": {"painted": {"format": "coco", "train": str(json_path), "labels": {"colours": {"Red": "red"}}}},
+        },
+    )
+    with pytest.raises(ConfigError, match=r"sources\.painted\.labels\.colours\.Red: unknown source class 'Red'; did "):
+        SourceDataset(cfg, "painted", "train", train=True)

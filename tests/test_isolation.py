@@ -78,6 +78,31 @@ def test_mixed_batch_gives_person_head_the_gradient_of_its_person_samples_alone(
     assert any(not torch.allclose(g_mixed[n], g_alone[n]) for n in backbone_keys)
 
 
+def test_mixed_batch_gives_person_head_the_update_of_its_person_samples_alone_with_clipping_engaged():
+    # Clipping by one global norm would scale the person head's update by the animal samples' gradients.
+    cfg = tiny_config("model.backbone_norm=frozen", "train.optimizer=sgd", "train.momentum=0", "train.weight_decay=0")
+    sh = cfg.source_heads()
+    mixed = make_batch(cfg, ["persons", "animals", "persons", "animals"], seed=6)
+    rows = [0, 2]
+    alone = make_batch(cfg, ["persons", "persons"])
+    alone.images, alone.targets = mixed.images[rows], [mixed.targets[i] for i in rows]
+
+    def person_update(batch):
+        model = tiny_model(cfg)
+        opt = build_optimizer(model, cfg.train)
+        before = snapshot(model.heads["person"])
+        train_step(model, opt, batch, sh, grad_clip=0.05)
+        return {k: v - before[k] for k, v in snapshot(model.heads["person"]).items()}
+
+    probe = tiny_model(cfg)
+    sum(sum(t.values()) for t in head_losses(probe, mixed, sh).values()).backward()
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in probe.parameters() if p.grad is not None]))
+    assert norm > 0.05, "the clip must actually engage for this test to mean anything"
+    from_mixed, from_alone = person_update(mixed), person_update(alone)
+    for key, delta in from_alone.items():
+        torch.testing.assert_close(from_mixed[key], delta, rtol=1e-4, atol=1e-8)
+
+
 def test_other_sources_labels_never_reach_a_head_even_with_trainable_batchnorm():
     cfg = tiny_config()
     model = tiny_model(cfg)

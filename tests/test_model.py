@@ -66,15 +66,20 @@ def test_init_matches_by_name_and_shape_and_lists_the_rest(tmp_path):
     cfg = tiny_config()
     path = tmp_path / "w.safetensors"
     save_weights(tiny_model(cfg, seed=1), path)
-    # A new model: one more head, and the animal head with a different class count.
-    bigger = tiny_config("heads.extra={task: detect, classes: [a]}", "heads.animal.classes=[dog, bird, giraffe, cat]")
+    # A new model: one more head, and the animal head with its classes reordered and one added.
+    bigger = tiny_config("heads.extra={task: detect, classes: [a]}", "heads.animal.classes=[giraffe, cat, dog, bird]")
     model = tiny_model(bigger, seed=2)
+    fresh_cat_row = model.heads["animal"].cls_logits.weight[1].clone()
     report = init_from(model, path)
     assert any(n.startswith("heads.extra.") for n in report.fresh)
-    assert any(n.startswith("heads.animal.cls_logits.weight") for n in report.shape_mismatch)
     lines = "\n".join(report.lines())
-    assert "heads.extra.*" in lines and "shape differs" in lines
+    assert "heads.extra.*" in lines and "matched by name; fresh: ['cat']" in lines
     source = load_model(path)
+    old_rows = source.heads["animal"].cls_logits.weight  # dog, bird, giraffe
+    new_rows = model.heads["animal"].cls_logits.weight  # giraffe, cat, dog, bird
+    for new_i, old_i in ((0, 2), (2, 0), (3, 1)):
+        assert torch.equal(new_rows[new_i], old_rows[old_i])
+    assert torch.equal(new_rows[1], fresh_cat_row)
     assert torch.equal(model.heads["person"].cls_logits.weight, source.heads["person"].cls_logits.weight)
     assert torch.equal(model.backbone.body.conv1.weight, source.backbone.body.conv1.weight)
 

@@ -126,6 +126,11 @@ class Config(Strict):
                         f"sources.{sname}.labels.{hname}",
                         f"unknown head {hname!r}; configured heads: {sorted(self.heads)}",
                     )
+                if not mapping:
+                    raise KeyedError(
+                        f"sources.{sname}.labels.{hname}",
+                        "empty mapping; map at least one source class, e.g. `{person: person}`",
+                    )
                 known = self.heads[hname].classes
                 for src_cls, head_cls in mapping.items():
                     if head_cls not in known:

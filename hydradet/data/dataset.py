@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from hydradet.config.schema import Config
 from hydradet.data.coco import read_coco
 from hydradet.data.records import SplitRecords
 from hydradet.data.yolo import read_yolo
+from hydradet.errors import ConfigError
 
 PAD_VALUE = 114  # letterbox grey, as YOLO trainers use
 
@@ -74,6 +76,7 @@ class SourceDataset(Dataset[Sample]):
         self.hflip = cfg.train.hflip if train else 0.0
         self.data = records if records is not None else read_split(cfg, source, split)
         self.records = self.data.records
+        _check_mapped_classes_exist(cfg, source, self.data.class_names)
         # head -> (source class name -> head class id); classes mapped to no head are left out here.
         self.class_maps = {
             head: {s: cfg.heads[head].classes.index(h) for s, h in mapping.items()}
@@ -87,26 +90,45 @@ class SourceDataset(Dataset[Sample]):
         return len(self.records)
 
     def __getitem__(self, i: int) -> Sample:
-        rec = self.records[i]
-        image, boxes = load_image(rec.path), torch.from_numpy(rec.boxes)
+        image = load_image(self.records[i].path)
         w, h = image.shape[-1], image.shape[-2]
-        if rec.width and rec.height and (rec.width, rec.height) != (w, h) and len(boxes):
-            # The annotation was made for another size of this picture (e.g. before a resize): rescale.
-            boxes = boxes * torch.tensor([w / rec.width, h / rec.height] * 2)
+        targets = self.head_targets(i, (w, h))
         if self.hflip and torch.rand(()) < self.hflip:
             # Flip before letterboxing: the padding must stay right/bottom, where the scale-only inverse expects it.
             image = image.flip(-1)
-            boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
+            for t in targets.values():
+                b = t["boxes"]
+                t["boxes"] = torch.stack([w - b[:, 2], b[:, 1], w - b[:, 0], b[:, 3]], 1)
         image, scale = letterbox(image, self.imgsz)
-        boxes = boxes * scale
+        for t in targets.values():
+            t["boxes"] = t["boxes"] * scale
+        return Sample(image, targets, self.source, i, scale, (w, h))
+
+    def head_targets(self, i: int, size: tuple[int, int]) -> dict[str, dict[str, Tensor]]:
+        """Image i's targets for the heads its source labels, in the pixels of the image as decoded (w, h)."""
+        rec = self.records[i]
+        boxes = torch.from_numpy(rec.boxes).float().reshape(-1, 4)
+        if rec.width and rec.height and (rec.width, rec.height) != size and len(boxes):
+            # The annotation was made for another size of this picture (e.g. before a resize): rescale.
+            boxes = boxes * torch.tensor([size[0] / rec.width, size[1] / rec.height] * 2)
         targets = {}
         for head, cmap in self.class_maps.items():
             keep = [j for j, c in enumerate(rec.classes) if c in cmap]
-            targets[head] = {
-                "boxes": boxes[keep].reshape(-1, 4).float(),
-                "labels": torch.tensor([cmap[rec.classes[j]] for j in keep], dtype=torch.long),
-            }
-        return Sample(image, targets, self.source, i, scale, (w, h))
+            labels = torch.tensor([cmap[rec.classes[j]] for j in keep], dtype=torch.long)
+            targets[head] = {"boxes": boxes[keep].reshape(-1, 4), "labels": labels}
+        return targets
+
+
+def _check_mapped_classes_exist(cfg: Config, source: str, class_names: list[str]) -> None:
+    """A misspelled source class would silently make that head learn its objects as background."""
+    for head, mapping in cfg.sources[source].labels.items():
+        for src_cls in mapping:
+            if src_cls not in class_names:
+                hint = difflib.get_close_matches(src_cls, class_names, n=1)
+                raise ConfigError(
+                    f"sources.{source}.labels.{head}.{src_cls}: unknown source class {src_cls!r}"
+                    f"{f'; did you mean {hint[0]!r}?' if hint else ''} The source's classes: {class_names}"
+                )
 
 
 def load_image(path: Path) -> Tensor:
@@ -126,3 +148,12 @@ def letterbox(image: Tensor, size: int) -> tuple[Tensor, float]:
     out = torch.full((3, size, size), PAD_VALUE, dtype=torch.uint8)
     out[:, :nh, :nw] = resized
     return out, scale
+
+
+def unletterbox(boxes: Tensor, scale: float, size: tuple[int, int]) -> Tensor:
+    """Boxes in letterboxed pixels -> original image pixels (w, h), clipped to the image."""
+    w, h = size
+    out = (boxes / scale).clamp(min=0)
+    out[:, 0::2] = out[:, 0::2].clamp(max=w)
+    out[:, 1::2] = out[:, 1::2].clamp(max=h)
+    return out

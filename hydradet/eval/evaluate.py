@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from hydradet.config.schema import Config
-from hydradet.data.dataset import SourceDataset, collate
+from hydradet.data.dataset import SourceDataset, collate, unletterbox
 from hydradet.eval.coco_map import ImageBoxes, coco_map
 from hydradet.model.detector import HydraDetector
 
@@ -29,12 +29,11 @@ def evaluate(
             for head in heads:
                 dets = model.heads[head].postprocess(outputs[head], cfg.eval.conf, cfg.eval.iou, cfg.eval.max_det)
                 for i, d in enumerate(dets):
-                    s, (w, h) = batch.scales[i], batch.orig_sizes[i]
-                    t = batch.targets[i][head]
-                    gts[head].append(ImageBoxes(t["boxes"].numpy() / s, t["labels"].numpy()))
-                    boxes = (d.boxes.cpu() / s).clamp(min=0)
-                    boxes[:, 0::2] = boxes[:, 0::2].clamp(max=w)
-                    boxes[:, 1::2] = boxes[:, 1::2].clamp(max=h)
+                    s, size = batch.scales[i], batch.orig_sizes[i]
+                    # Ground truth straight from the records, in original pixels: only predictions travel back.
+                    t = ds.head_targets(batch.indices[i], size)[head]
+                    gts[head].append(ImageBoxes(t["boxes"].numpy(), t["labels"].numpy()))
+                    boxes = unletterbox(d.boxes.cpu(), s, size)
                     preds[head].append(ImageBoxes(boxes.numpy(), d.labels.cpu().numpy(), d.scores.cpu().numpy()))
     model.train(was_training)
     results = {}

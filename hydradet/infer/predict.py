@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from hydradet.data.dataset import letterbox, load_image
+from hydradet.data.dataset import letterbox, load_image, unletterbox
 from hydradet.data.yolo import IMAGE_SUFFIXES
 from hydradet.model.detector import HydraDetector
 
@@ -95,9 +95,7 @@ class Predictor:
                 per_head = {}
                 for h in self.heads:
                     d = dets[h][i]
-                    b = (d.boxes.cpu() / scale).clamp(min=0)
-                    b[:, 0::2] = b[:, 0::2].clamp(max=w_img)
-                    b[:, 1::2] = b[:, 1::2].clamp(max=h_img)
+                    b = unletterbox(d.boxes.cpu(), scale, (w_img, h_img))
                     names = self.model.head_cfgs[h].classes
                     ids = d.labels.cpu().tolist()
                     per_head[h] = HeadResult(b.tolist(), d.scores.cpu().tolist(), ids, [names[c] for c in ids])

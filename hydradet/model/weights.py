@@ -13,6 +13,7 @@ from typing import Any
 
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from torch import Tensor
 
 from hydradet.config.schema import HeadConfig, ModelConfig
 from hydradet.errors import WeightsError
@@ -62,9 +63,10 @@ class InitReport:
     fresh: list[str] = field(default_factory=list)  # model tensors the file lacks (e.g. a new head)
     shape_mismatch: list[str] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)  # file tensors the model lacks (e.g. a dropped head)
+    remapped: list[str] = field(default_factory=list)  # heads whose classes differ: classifier rows matched by name
 
     def lines(self) -> list[str]:
-        out = [f"init: {self.loaded} tensors loaded"]
+        out = [f"init: {self.loaded} tensors loaded"] + [f"init: {line}" for line in self.remapped]
         for title, items in (
             ("start fresh (not in the file)", self.fresh),
             ("start fresh (shape differs)", self.shape_mismatch),
@@ -80,11 +82,16 @@ class InitReport:
 
 def init_from(model: HydraDetector, path: Path) -> InitReport:
     """Copy every tensor of the file whose name and shape match the model's; list the rest."""
-    _refuse_pickle(path)
-    read_metadata(path)
+    meta = read_metadata(path)
     file_state = load_file(str(path))
     own = model.state_dict()
     report = InitReport(unused=sorted(set(file_state) - set(own)))
+    for head, cfg in model.head_cfgs.items():
+        old = meta["heads"].get(head, {}).get("classes")
+        if old is not None and old != cfg.classes:
+            _remap_classifier_rows(file_state, own, f"heads.{head}.cls_logits", old, cfg.classes)
+            new = [c for c in cfg.classes if c not in old]
+            report.remapped.append(f"heads.{head}: classes {old} -> {cfg.classes}, matched by name; fresh: {new}")
     matched = {}
     for name, tensor in own.items():
         if name not in file_state:
@@ -96,6 +103,22 @@ def init_from(model: HydraDetector, path: Path) -> InitReport:
     model.load_state_dict(matched, strict=False)
     report.loaded = len(matched)
     return report
+
+
+def _remap_classifier_rows(
+    file_state: dict[str, Tensor], own: dict[str, Tensor], prefix: str, old: list[str], new: list[str]
+) -> None:
+    """Rewrite the file's classifier so that row i is the file's row for class new[i] (fresh where unknown):
+    loading by shape alone would silently swap class ids."""
+    for suffix in (".weight", ".bias"):
+        name = prefix + suffix
+        if name not in file_state:
+            continue
+        rows = own[name].clone()
+        for i, cls in enumerate(new):
+            if cls in old:
+                rows[i] = file_state[name][old.index(cls)]
+        file_state[name] = rows
 
 
 def _refuse_pickle(path: Path) -> None:

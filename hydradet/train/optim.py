@@ -35,4 +35,4 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, cfg: TrainConfig) 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for g in optimizer.param_groups:
-        g["lr"] = lr * g.get("lr_mult", 1.0)
+        g["lr"] = lr

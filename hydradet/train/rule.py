@@ -8,6 +8,8 @@ Everything that keeps a head untouched by other sources' samples is in this file
    update, no weight decay.
 3. `check_untouched`: after backward, a guard that turns any leak (a head that received a gradient without
    its own samples) into an error instead of a silent change.
+4. `clip_grads`: gradient clipping per head and for the shared trunk separately. One global norm would let
+   another source's gradients rescale a head's update.
 """
 
 from __future__ import annotations
@@ -29,6 +31,13 @@ def rows_per_head(sources: list[str], source_heads: Mapping[str, Iterable[str]])
 
 def clear_grads(model: nn.Module) -> None:
     model.zero_grad(set_to_none=True)
+
+
+def clip_grads(trunk: list[nn.Module], heads: nn.ModuleDict, active: Iterable[str], max_norm: float) -> None:
+    """Clip the shared trunk (backbone, neck) and each active head by their own gradient norms."""
+    groups = [[p for m in trunk for p in m.parameters()], *([*heads[h].parameters()] for h in active)]
+    for params in groups:
+        torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], max_norm)
 
 
 def check_untouched(heads: nn.ModuleDict, active: Iterable[str]) -> None:

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from hydradet.data.dataset import Batch
 from hydradet.model.detector import HydraDetector
-from hydradet.train.rule import check_untouched, clear_grads, rows_per_head
+from hydradet.train.rule import check_untouched, clear_grads, clip_grads, rows_per_head
 
 
 def head_losses(
@@ -39,6 +39,6 @@ def train_step(
     total.backward()  # type: ignore[union-attr]
     check_untouched(model.heads, losses)
     if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], grad_clip)
+        clip_grads([model.backbone, model.neck], model.heads, losses, grad_clip)
     optimizer.step()
     return {head: float(sum(t.detach() for t in terms.values())) for head, terms in losses.items()}

@@ -35,10 +35,6 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
     # sampler decides how they mix into batches.
     train_sets = [SourceDataset(cfg, s, "train", train=True) for s, src in cfg.sources.items() if src.train]
     val_sets = [SourceDataset(cfg, s, "val", train=False) for s, src in cfg.sources.items() if src.val]
-    run_dir = new_run_dir(cfg.project / cfg.name)
-    (run_dir / "weights").mkdir(parents=True)
-    (run_dir / "config.yaml").write_text(dump_config(cfg))
-    log(f"run: {run_dir}  device: {device}")
     for line in describe_data(cfg, train_sets, val_sets):
         log(line)
     sizes = [len(ds) for ds in train_sets]
@@ -58,6 +54,12 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
         for line in init_from(model, cfg.model.init).lines():
             log(line)
     model.to(device)
+
+    # Only now, with data and model known to be good, does the run get a folder.
+    run_dir = new_run_dir(cfg.project / cfg.name)
+    (run_dir / "weights").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    log(f"run: {run_dir}  device: {device}")
     optimizer = build_optimizer(model, cfg.train)
     source_heads = cfg.source_heads()
     total_steps, warmup = cfg.train.epochs * steps, round(cfg.train.warmup_epochs * steps)
@@ -92,18 +94,17 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
             log(format_table(metrics))
             for h, m in metrics.items():
                 row[f"{h}/mAP50-95"], row[f"{h}/mAP50"] = round(m["mAP50-95"], 4), round(m["mAP50"], 4)
-            fitness = float(np.nanmean([m["mAP50-95"] for m in metrics.values()] or [0.0]))
-        else:
-            fitness = -float(sum(sums.values()) / max(1, sum(counts.values())))  # no val data: lowest loss
+            # best = highest mean mAP50-95 over the heads that have val data; judged on evaluated epochs only.
+            scores = [m["mAP50-95"] for m in metrics.values() if math.isfinite(m["mAP50-95"])]
+            fitness = float(np.mean(scores)) if scores else -math.inf
+            if fitness > best_fitness or not (run_dir / "weights" / "best.safetensors").exists():
+                best_fitness = fitness
+                save_weights(model, run_dir / "weights" / "best.safetensors", {"epoch": epoch})
         _append_csv(results_csv, row)
-        meta = {"epoch": epoch}
-        save_weights(model, run_dir / "weights" / "last.safetensors", meta)
-        if fitness > best_fitness:
-            best_fitness = fitness
-            save_weights(model, run_dir / "weights" / "best.safetensors", meta)
-    if cfg.train.epochs == 0:
-        save_weights(model, run_dir / "weights" / "last.safetensors", {"epoch": 0})
-        save_weights(model, run_dir / "weights" / "best.safetensors", {"epoch": 0})
+        save_weights(model, run_dir / "weights" / "last.safetensors", {"epoch": epoch})
+    if not (run_dir / "weights" / "best.safetensors").exists():  # no val data, or no epochs: best is last
+        save_weights(model, run_dir / "weights" / "last.safetensors", {"epoch": cfg.train.epochs})
+        save_weights(model, run_dir / "weights" / "best.safetensors", {"epoch": cfg.train.epochs})
     log(f"done: {run_dir / 'weights' / 'best.safetensors'}  results: {results_csv}")
     return run_dir
 
