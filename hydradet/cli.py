@@ -1,9 +1,8 @@
-"""`hydradet train|val|predict|synth`: thin wrappers; the work is in the stage packages."""
+"""`hydradet train|val|predict|synth|data check|split`: thin wrappers; the work is in the stage packages."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -27,15 +26,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("weights", type=Path)
     p.add_argument("overrides", nargs="*")
 
-    p = sub.add_parser("predict", help="detect on images or folders; writes pictures and predictions.json")
-    p.add_argument("weights", type=Path)
-    p.add_argument("inputs", nargs="+", help="images or folders")
-    p.add_argument("--conf", type=float, default=None, help="score threshold (default: predict.conf)")
-    p.add_argument("--iou", type=float, default=None, help="NMS IoU (default: predict.iou)")
+    p = sub.add_parser("predict", help="detect on images, folders, globs and videos; pictures, videos and JSON out")
+    p.add_argument("weights", type=Path, help=".safetensors from train, or .onnx from export")
+    p.add_argument("inputs", nargs="+", help="images, folders, globs (quoted) or video files")
+    p.add_argument("--conf", default=None, help="score threshold: 0.3 or per head person=0.4,animal=0.3 (predict.conf)")
+    p.add_argument("--iou", default=None, help="NMS IoU: 0.5 or per head person=0.6,animal=0.5 (predict.iou)")
     p.add_argument("--max-det", type=int, default=None, help="detections per image and head (predict.max_det)")
-    p.add_argument("--heads", default=None, help="comma-separated heads to run (default: all)")
-    p.add_argument("--imgsz", type=int, default=None)
+    p.add_argument("--heads", default=None, help="comma-separated heads to run (default: all); others do not run")
+    p.add_argument("--imgsz", type=int, default=None, help="default: the model's")
+    p.add_argument("--batch", type=int, default=8, help="images per forward pass")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/predict, runs/predict2, ...)")
+
+    p = sub.add_parser("export", help="export weights to ONNX: per head boxes, scores, class ids (after NMS)")
+    p.add_argument("weights", type=Path)
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--heads", default=None, help="comma-separated heads to export (default: all)")
+    p.add_argument("--imgsz", type=int, default=None, help="input size, fixed in the file (default: the model's)")
+    p.add_argument("--dynamic-batch", action="store_true", help="a dynamic batch axis (default: batch 1)")
+    p.add_argument("--raw", action="store_true", help="per head decoded boxes and scores before NMS")
+    p.add_argument("--conf", default=None, help="NMS score threshold baked in: 0.25 or person=0.4,animal=0.3")
+    p.add_argument("--iou", default=None, help="NMS IoU baked in: 0.5 or per head")
+    p.add_argument("--max-det", type=int, default=None, help="output rows per image and head")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--out", type=Path, default=None, help="default: the weights path with .onnx")
 
     p = sub.add_parser("synth", help="write the synthetic two-source world (COCO persons, YOLO animals)")
     p.add_argument("out", type=Path)
@@ -43,9 +57,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-images", type=int, default=None, help="train images per source")
     p.add_argument("--val-images", type=int, default=None)
 
+    p = sub.add_parser("data", help="look at a config's data before training")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    p = data_sub.add_parser("check", help="per source and split: images, boxes per class and head, every problem")
+    p.add_argument("config", type=Path)
+    p.add_argument("overrides", nargs="*", help="key=value")
+    p.add_argument("--out", type=Path, default=None, help="report folder (default: PROJECT/NAME/data_check)")
+    p.add_argument("--decode", action="store_true", help="also decode every image (slow; the scan reads headers)")
+
+    p = sub.add_parser("split", help="a fully labelled COCO set -> disjoint train parts, one head's labels each")
+    p.add_argument("coco_json", type=Path)
+    p.add_argument("--head", action="append", required=True, help="NAME=CLASS[,CLASS...]; give one per head")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.2, help="images held out as the fully labelled val")
+    p.add_argument("--val", type=Path, default=None, help="an existing COCO val JSON to use instead")
+    p.add_argument("--images", type=Path, default=None, help="the folder `file_name` is relative to")
+
     args = parser.parse_args(argv)
+    commands = {"train": _train, "val": _val, "predict": _predict, "export": _export, "synth": _synth}
+    commands |= {"data": _data, "split": _split}
     try:
-        return {"train": _train, "val": _val, "predict": _predict, "synth": _synth}[args.command](args)
+        return commands[args.command](args)
     except _USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -84,40 +117,33 @@ def _val(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from hydradet.infer.model import load
+    from hydradet.infer.run import predict_to_folder
+    from hydradet.infer.settings import parse_per_head
+    from hydradet.train.trainer import new_run_dir
 
-    from hydradet.config.load import defaults
-    from hydradet.infer.draw import save_drawing
-    from hydradet.infer.predict import Predictor, list_images
+    model = load(args.weights, args.device)
+    out = args.out or new_run_dir(Path("runs/predict"))
+    options = {"heads": args.heads, "conf": parse_per_head(args.conf), "iou": parse_per_head(args.iou)}
+    options |= {"max_det": args.max_det, "imgsz": args.imgsz, "batch": args.batch}
+    summary, _files = predict_to_folder(model, args.inputs, out, **options)
+    print(summary.table())
+    print(f"results in {out}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from hydradet.export import export_onnx
+    from hydradet.infer.settings import parse_per_head
     from hydradet.model.weights import load_model
 
     model = load_model(args.weights)
-    heads = args.heads.split(",") if args.heads else None
-    dflt = defaults()["predict"]  # the one place defaults live
-    conf = dflt["conf"] if args.conf is None else args.conf
-    iou = dflt["iou"] if args.iou is None else args.iou
-    max_det = dflt["max_det"] if args.max_det is None else args.max_det
-    if not (0 <= conf <= 1 and 0 < iou <= 1 and max_det >= 1 and (args.imgsz or 32) >= 32):
-        raise ConfigError("--conf must be in [0, 1], --iou in (0, 1], --max-det >= 1, --imgsz >= 32")
-    try:
-        predictor = Predictor(model, heads, conf=conf, iou=iou, max_det=max_det, imgsz=args.imgsz)
-    except ValueError as e:
-        raise ConfigError(f"--heads: {e}") from None
-    from hydradet.train.trainer import new_run_dir
-
-    paths = list_images(args.inputs)
-    out = args.out or new_run_dir(Path("runs/predict"))
-    out.mkdir(parents=True, exist_ok=True)
-    records, counts = [], {h: 0 for h in predictor.heads}
-    for result in tqdm(predictor(paths), total=len(paths), desc="predict"):
-        save_drawing(result, list(model.heads), out)
-        records.append(result.to_json())
-        for h, r in result.heads.items():
-            counts[h] += len(r.scores)
-    (out / "predictions.json").write_text(json.dumps(records, indent=1))
-    summary = ", ".join(f"{h}: {n}" for h, n in counts.items())
-    print(f"{len(paths)} images; detections per head: {summary}")
-    print(f"pictures and predictions.json in {out}")
+    out = args.out or args.weights.with_suffix(".onnx")
+    options = {"heads": args.heads, "imgsz": args.imgsz, "dynamic_batch": args.dynamic_batch, "raw": args.raw}
+    options |= {"conf": parse_per_head(args.conf), "iou": parse_per_head(args.iou), "max_det": args.max_det}
+    path = export_onnx(model, out, opset=args.opset, **options)
+    print(f"{path} ({path.stat().st_size / 1e6:.1f} MB, opset {args.opset}); outputs per head: ", end="")
+    print("boxes, scores (raw, before NMS)" if args.raw else "boxes, scores, class_ids (after NMS, padded)")
     return 0
 
 
@@ -133,6 +159,31 @@ def _synth(args: argparse.Namespace) -> int:
         spec = replace(spec, val_images=args.val_images)
     world = write_synthetic_world(args.out, spec)
     print(f"synthetic world in {world.root}; train with: hydradet train {world.config_yaml}")
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from hydradet.data.check import check_data, write_report
+
+    cfg = load_config(args.config, args.overrides)
+    check = check_data(cfg, decode=args.decode)
+    out = args.out or cfg.project / cfg.name / "data_check"
+    files = write_report(check, out, title=str(args.config))
+    print(check.text())
+    print(f"report and pictures in {out}: {', '.join(f.name for f in files)}")
+    return 0 if check.ok else 2
+
+
+def _split(args: argparse.Namespace) -> int:
+    from hydradet.data.split import parse_head_spec, split_coco
+
+    heads = dict(parse_head_spec(h) for h in args.head)
+    if len(heads) != len(args.head):
+        raise ConfigError("--head: each head name may be given once")
+    result = split_coco(args.coco_json, heads, args.out, args.seed, args.val_fraction, args.val, args.images)
+    for line in result.summary:
+        print(line)
+    print(f"train with: hydradet train {result.config_yaml}")
     return 0
 
 

@@ -66,3 +66,21 @@ def test_perfect_predictions_score_one_and_no_predictions_zero():
     assert coco_map(GT, perfect, ["a", "b"]) == {"mAP50-95": 1.0, "mAP50": 1.0}
     empty = [ImageBoxes(np.zeros((0, 4)), np.zeros(0, int), np.zeros(0)) for _ in GT]
     assert coco_map(GT, empty, ["a", "b"]) == {"mAP50-95": 0.0, "mAP50": 0.0}
+
+
+def test_a_detection_on_an_ignore_region_is_neither_rewarded_nor_punished():
+    crowd = [
+        ImageBoxes(g.boxes, g.labels, ignore=np.array([[60, 60, 100, 100]], np.float32), ignore_labels=np.array([0]))
+        if i == 1
+        else g
+        for i, g in enumerate(GT)
+    ]
+    on_crowd = [
+        ImageBoxes(np.vstack([p.boxes, [[61, 61, 99, 99]]]), np.append(p.labels, 0), np.append(p.scores, 0.99))
+        if i == 1
+        else p
+        for i, p in enumerate(PRED)
+    ]
+    base = coco_map(GT, PRED, ["a", "b"])
+    assert coco_map(crowd, on_crowd, ["a", "b"]) == base  # ignored: same score as without the detection
+    assert coco_map(GT, on_crowd, ["a", "b"])["mAP50"] < base["mAP50"]  # without the region: a false positive

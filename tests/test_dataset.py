@@ -16,6 +16,14 @@ from hydradet.data.dataset import SourceDataset
 from hydradet.errors import ConfigError
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+# The flip alone; tests/test_augment.py covers the other transforms.
+ONLY_FLIP = [
+    "augment.scale=[1, 1]",
+    "augment.brightness=0",
+    "augment.contrast=0",
+    "augment.saturation=0",
+    "augment.hue=0",
+]
 
 
 def _painted_coco(tmp_path: Path, size: tuple[int, int]) -> Path:
@@ -50,7 +58,7 @@ def _config(json_path: Path, hflip: float):
                 }
             },
         },
-        ["model.imgsz=96", f"train.hflip={hflip}"],
+        ["model.imgsz=96", f"augment.hflip={hflip}", *ONLY_FLIP],
     )
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from hydradet.data.coco import read_coco
 from hydradet.data.records import DataError
+from hydradet.data.voc import read_voc
 from hydradet.data.yolo import read_yolo
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -86,3 +87,37 @@ def test_coco_annotation_of_unknown_image_is_an_error(tmp_path):
     )
     with pytest.raises(DataError, match="annotation id 7 names unknown image_id 2"):
         read_coco(bad)
+
+
+@needs_shared
+def test_voc_pennfudan_counts_match_the_dataset_readme():
+    split = read_voc(SHARED / "pennfudan-voc")
+    assert len(split.records) == 170
+    assert split.class_names == ["person"]
+    assert split.box_counts() == {"person": 423}
+    first = next(r for r in split.records if r.path.name == "FudanPed00001.jpg")
+    assert first.boxes.tolist() == [[159, 181, 302, 431], [419, 170, 535, 486]]  # 1-based VOC -> 0-based
+    assert (first.width, first.height) == (559, 536)
+
+
+def test_voc_malformed_xml_names_line_and_column(tmp_path):
+    (tmp_path / "Annotations").mkdir()
+    (tmp_path / "JPEGImages").mkdir()
+    (tmp_path / "Annotations" / "a.xml").write_text("<annotation>\n<filename>a.jpg</filename>\n<size>\n</annotation>")
+    with pytest.raises(DataError, match=r"a\.xml:4:\d+: not valid XML"):
+        read_voc(tmp_path)
+
+
+def test_voc_difficult_objects_are_counted_not_trained_on(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "Annotations").mkdir()
+    (tmp_path / "JPEGImages").mkdir()
+    Image.new("RGB", (50, 40)).save(tmp_path / "JPEGImages" / "a.jpg")
+    obj = "<object><name>{}</name><difficult>{}</difficult><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>20</xmax>"
+    obj += "<ymax>30</ymax></bndbox></object>"
+    xml = f"<annotation><filename>a.jpg</filename>{obj.format('cat', 0)}{obj.format('dog', 1)}</annotation>"
+    (tmp_path / "Annotations" / "a.xml").write_text(xml)
+    split = read_voc(tmp_path)
+    assert split.records[0].classes == ["cat"]
+    assert split.skipped == {"difficult object (not used as a box)": 1}

@@ -37,7 +37,7 @@ class HeadConfig(Strict):
 
 
 class SourceConfig(Strict):
-    format: Literal["coco", "yolo"]
+    format: Literal["coco", "yolo", "voc"]
     train: Path | None = None
     val: Path | None = None
     images: Path | None = None
@@ -86,10 +86,31 @@ class TrainConfig(Strict):
     grad_clip: float = Field(ge=0)
     steps_per_epoch: int | None = Field(ge=1)
     sampling: SamplingConfig
-    hflip: float = Field(ge=0, le=1)
     seed: int
     workers: int = Field(ge=0)
     device: Literal["cpu", "cuda", "auto"]
+
+
+class AugmentConfig(Strict):
+    """Training-time augmentation (hydradet/data/augment.py). Evaluation and prediction never augment."""
+
+    enabled: bool
+    hflip: float = Field(ge=0, le=1)
+    scale: tuple[float, float]
+    min_visible: float = Field(ge=0, le=1)
+    min_size: float = Field(ge=1)
+    brightness: float = Field(ge=0)
+    contrast: float = Field(ge=0)
+    saturation: float = Field(ge=0)
+    hue: float = Field(ge=0, le=0.5)
+
+    @field_validator("scale")
+    @classmethod
+    def _scale_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = v
+        if not 0 < lo <= hi <= 4:
+            raise ValueError(f"expected [low, high] with 0 < low <= high <= 4, e.g. [0.75, 1.25]; got {list(v)}")
+        return v
 
 
 class EvalConfig(Strict):
@@ -111,6 +132,7 @@ class Config(Strict):
     sources: dict[str, SourceConfig]
     model: ModelConfig
     train: TrainConfig
+    augment: AugmentConfig
     eval: EvalConfig
     predict: PredictConfig
     project: Path

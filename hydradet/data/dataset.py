@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +14,14 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from hydradet.config.schema import Config
+from hydradet.data.augment import PAD_VALUE, Augment
 from hydradet.data.coco import read_coco
 from hydradet.data.records import SplitRecords
+from hydradet.data.voc import read_voc
 from hydradet.data.yolo import read_yolo
-from hydradet.errors import ConfigError
+from hydradet.errors import ConfigError, DataError
 
-PAD_VALUE = 114  # letterbox grey, as YOLO trainers use
+MAX_DECODE_TRIES = 16  # consecutive undecodable images before a source is declared unreadable
 
 
 @dataclass
@@ -28,8 +30,10 @@ class Sample:
     targets: dict[str, dict[str, Tensor]]  # head -> {"boxes": (G, 4) xyxy letterboxed pixels, "labels": (G,)}
     source: str
     index: int  # the image's index within its split
-    scale: float  # letterbox scale: original pixels = letterboxed pixels / scale (padding is right/bottom)
+    scale: float  # letterbox scale: original pixels = letterboxed pixels / scale (padding is right/bottom);
+    # exact for evaluation samples, nominal for augmented training samples (their crop shifts the content)
     orig_size: tuple[int, int]  # (width, height)
+    skipped: tuple[str, ...] = ()  # files that failed to decode and were replaced by this sample
 
 
 @dataclass
@@ -40,6 +44,7 @@ class Batch:
     indices: list[int]
     scales: list[float]
     orig_sizes: list[tuple[int, int]]
+    skipped: list[str] = field(default_factory=list)  # files replaced because they failed to decode
 
     def to(self, device: torch.device | str) -> Batch:
         self.images = self.images.to(device, non_blocking=True)
@@ -55,6 +60,7 @@ def collate(samples: list[Sample]) -> Batch:
         indices=[s.index for s in samples],
         scales=[s.scale for s in samples],
         orig_sizes=[s.orig_size for s in samples],
+        skipped=[p for s in samples for p in s.skipped],
     )
 
 
@@ -63,6 +69,8 @@ def read_split(cfg: Config, source: str, split: str) -> SplitRecords:
     path = getattr(src, split)
     if src.format == "coco":
         return read_coco(path, src.images)
+    if src.format == "voc":
+        return read_voc(path)
     return read_yolo(path, split)
 
 
@@ -73,7 +81,8 @@ class SourceDataset(Dataset[Sample]):
         self.source = source
         self.split = split
         self.imgsz = cfg.model.imgsz
-        self.hflip = cfg.train.hflip if train else 0.0
+        # Evaluation never augments: its samples must be exactly letterbox(), which predict also uses.
+        self.augment = Augment(cfg.augment, self.imgsz) if train and cfg.augment.enabled else None
         self.data = records if records is not None else read_split(cfg, source, split)
         self.records = self.data.records
         _check_mapped_classes_exist(cfg, source, self.data.class_names)
@@ -90,19 +99,35 @@ class SourceDataset(Dataset[Sample]):
         return len(self.records)
 
     def __getitem__(self, i: int) -> Sample:
-        image = load_image(self.records[i].path)
+        i, image, failed = self._decode(i)
         w, h = image.shape[-1], image.shape[-2]
         targets = self.head_targets(i, (w, h))
-        if self.hflip and torch.rand(()) < self.hflip:
-            # Flip before letterboxing: the padding must stay right/bottom, where the scale-only inverse expects it.
-            image = image.flip(-1)
+        if self.augment is not None:
+            image, targets, scale = self.augment(image, targets)
+        else:
+            image, scale = letterbox(image, self.imgsz)
             for t in targets.values():
-                b = t["boxes"]
-                t["boxes"] = torch.stack([w - b[:, 2], b[:, 1], w - b[:, 0], b[:, 3]], 1)
-        image, scale = letterbox(image, self.imgsz)
-        for t in targets.values():
-            t["boxes"] = t["boxes"] * scale
-        return Sample(image, targets, self.source, i, scale, (w, h))
+                t["boxes"] = t["boxes"] * scale
+        return Sample(image, targets, self.source, i, scale, (w, h), skipped=failed)
+
+    def _decode(self, i: int) -> tuple[int, Tensor, tuple[str, ...]]:
+        """Image i, or if it fails to decode, the next image of this source that does.
+
+        The scan checks headers only, and files can change after it: a bad file must cost one sample, not the
+        epoch. The failed paths travel in the Sample (and Batch) so that the trainer counts them even when
+        worker processes do the loading.
+        """
+        failed: list[str] = []
+        for k in range(min(len(self), MAX_DECODE_TRIES)):
+            j = (i + k) % len(self)
+            try:
+                return j, load_image(self.records[j].path), tuple(failed)
+            except Exception:  # PIL signals a bad file with many exception types; all mean "use another"
+                failed.append(str(self.records[j].path))
+        raise DataError(
+            f"{self.source}/{self.split}: {len(failed)} images in a row failed to decode, e.g. {failed[0]}; "
+            "are the files still there? `hydradet data check CONFIG --decode` lists every one"
+        )
 
     def head_targets(self, i: int, size: tuple[int, int]) -> dict[str, dict[str, Tensor]]:
         """Image i's targets for the heads its source labels, in the pixels of the image as decoded (w, h)."""
@@ -132,11 +157,26 @@ def _check_mapped_classes_exist(cfg: Config, source: str, class_names: list[str]
 
 
 def load_image(path: Path) -> Tensor:
-    """RGB uint8 (3, H, W), EXIF orientation applied: boxes refer to the picture as a viewer shows it."""
+    """RGB uint8 (3, H, W), EXIF orientation applied: boxes refer to the picture as a viewer shows it.
+
+    Grayscale, palette (with or without transparency), RGBA (alpha dropped, as OpenCV-based trainers do), CMYK
+    and 16-bit images all become 8-bit RGB; 16-bit values are scaled down, where PIL's convert would clip them.
+    """
     with Image.open(path) as im:
         im = ImageOps.exif_transpose(im)
-        arr = np.asarray(im.convert("RGB"))
+        arr = _rgb8(im)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def _rgb8(im: Image.Image) -> np.ndarray:
+    if im.mode.startswith("I") or im.mode == "F":
+        a = np.asarray(im, dtype=np.float32)
+        a = a * 255 if im.mode == "F" and a.max() <= 1 else a / 257  # float in [0, 1], else 16-bit range
+        a = np.rint(a).clip(0, 255).astype(np.uint8)
+        return np.repeat(a[..., None], 3, -1)
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")  # PIL warns on palette transparency converted straight to RGB
+    return np.asarray(im.convert("RGB"))
 
 
 def letterbox(image: Tensor, size: int) -> tuple[Tensor, float]:

@@ -3,6 +3,10 @@
 Labels are found the Ultralytics way: the last `images` folder in an image's path replaced by `labels`, the
 extension by `.txt`; each line `class cx cy w h`, normalised to the image size. A missing label file means
 a background image (counted); an empty one is a background image too.
+
+"The image size" is the size of the picture as a viewer shows it, with the EXIF orientation applied
+(`probe_image`), as Ultralytics does (its `exif_size`): a phone photo stored 4032x3024 with orientation 6
+is labelled, and trained on, as 3024x4032.
 """
 
 from __future__ import annotations
@@ -11,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from PIL import Image
 
-from hydradet.data.records import DataError, ImageRecord, SplitRecords, clean_boxes
+from hydradet.data.records import LABEL_MISSING, DataError, ImageRecord, SplitRecords, clean_boxes
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -23,12 +26,9 @@ def read_yolo(path: Path, split: str) -> SplitRecords:
     if path.is_dir():
         names = _names_from_sibling_yaml(path)
         return _read_images(_list_images([path], path), names)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise DataError(f"{path}{where}: not valid YAML") from None
+    data = _load_yaml(path)
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a YAML mapping with `path`, `train`, `val` and `names`")
     if "names" not in data:
         raise DataError(f"{path}: key `names` is missing; list the class names, e.g. `names: [person, dog]`")
     names = _parse_names(data["names"], path)
@@ -39,6 +39,15 @@ def read_yolo(path: Path, split: str) -> SplitRecords:
         raise DataError(f"{path}: key `{split}` is missing; it should name the {split} images folder or list")
     entries = entry if isinstance(entry, list) else [entry]
     return _read_images(_list_images([root / e for e in entries], path), names)
+
+
+def _load_yaml(path: Path) -> object:
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise DataError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
 
 
 def _parse_names(names: object, path: Path) -> list[str]:
@@ -54,8 +63,8 @@ def _parse_names(names: object, path: Path) -> list[str]:
 
 def _names_from_sibling_yaml(folder: Path) -> list[str]:
     for cand in [*folder.parent.glob("*.yaml"), *folder.parent.parent.glob("*.yaml")]:
-        data = yaml.safe_load(cand.read_text()) or {}
-        if "names" in data:
+        data = _load_yaml(cand)
+        if isinstance(data, dict) and "names" in data:
             return _parse_names(data["names"], cand)
     raise DataError(f"{folder}: no data YAML with `names` found beside it; give the data YAML as the split path")
 
@@ -84,35 +93,38 @@ def label_path(image: Path) -> Path:
 def _read_images(images: list[Path], names: list[str]) -> SplitRecords:
     out = SplitRecords(records=[], class_names=names)
     for img in images:
-        if not img.is_file():
-            out.skip("image file missing")
+        size = out.probe(img)
+        if size is None:
             continue
         lbl = label_path(img)
         if not lbl.is_file():
-            out.skip("label file missing (image kept as background)")
-            rows = np.zeros((0, 5), np.float32)
+            out.skip(LABEL_MISSING, where=lbl)
+            rows, lines = np.zeros((0, 5), np.float32), []
         else:
-            rows = _parse_label_file(lbl, len(names))
-        w = h = 0
-        if len(rows):
-            with Image.open(img) as im:  # reads the header only
-                w, h = im.size
+            rows, lines = _parse_label_file(lbl, len(names))
+        w, h = size
         cx, cy, bw, bh = (rows[:, 1] * w, rows[:, 2] * h, rows[:, 3] * w, rows[:, 4] * h)
         boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1).astype(np.float32)
         classes = [names[int(c)] for c in rows[:, 0]]
-        boxes, classes = clean_boxes(boxes, classes, w, h, out)
+        boxes, classes = clean_boxes(boxes, classes, w, h, out, [f"{lbl}:{n}" for n in lines])
         out.records.append(ImageRecord(img, boxes, classes, w, h))
     return out
 
 
-def _parse_label_file(lbl: Path, num_classes: int) -> np.ndarray:
-    rows = []
-    for n, line in enumerate(lbl.read_text().splitlines(), 1):
+def _parse_label_file(lbl: Path, num_classes: int) -> tuple[np.ndarray, list[int]]:
+    """Rows `class cx cy w h` and their line numbers. NaN/inf parse here and are dropped by clean_boxes."""
+    rows, line_numbers = [], []
+    try:
+        text = lbl.read_text()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{lbl}: byte {e.start} is not text; a label file holds lines `class cx cy w h`") from None
+    for n, line in enumerate(text.splitlines(), 1):
         fields = line.split()
         if not fields:
             continue
         if len(fields) != 5:
-            raise DataError(f"{lbl}:{n}: expected `class cx cy w h` (5 numbers), got {len(fields)} fields")
+            hint = " (a segment polygon? only boxes are read)" if len(fields) > 5 and len(fields) % 2 else ""
+            raise DataError(f"{lbl}:{n}: expected `class cx cy w h` (5 numbers), got {len(fields)} fields{hint}")
         try:
             vals = [float(f) for f in fields]
         except ValueError:
@@ -120,4 +132,5 @@ def _parse_label_file(lbl: Path, num_classes: int) -> np.ndarray:
         if not vals[0].is_integer() or not 0 <= vals[0] < num_classes:
             raise DataError(f"{lbl}:{n}: class id {fields[0]} out of range 0..{num_classes - 1}; fix it or `names`")
         rows.append(vals)
-    return np.array(rows, np.float32).reshape(-1, 5)
+        line_numbers.append(n)
+    return np.array(rows, np.float32).reshape(-1, 5), line_numbers

@@ -16,6 +16,8 @@ class ImageBoxes:
     boxes: np.ndarray  # (N, 4) xyxy in original image pixels
     labels: np.ndarray  # (N,) class index
     scores: np.ndarray | None = None  # (N,) for predictions; None for ground truth
+    ignore: np.ndarray | None = None  # ground truth only: (K, 4) crowd / difficult regions
+    ignore_labels: np.ndarray | None = None  # (K,) their class indices
 
 
 def coco_map(gts: list[ImageBoxes], preds: list[ImageBoxes], class_names: list[str]) -> dict[str, float]:
@@ -25,9 +27,12 @@ def coco_map(gts: list[ImageBoxes], preds: list[ImageBoxes], class_names: list[s
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(class_names)]
     images = [{"id": i + 1, "width": 0, "height": 0} for i in range(len(gts))]
     anns = _as_coco(gts, with_scores=False)
+    # Ignore regions become iscrowd=1 annotations: pycocotools neither rewards nor punishes detections on them.
+    crowds = [ImageBoxes(g.ignore, g.ignore_labels) if g.ignore is not None else _EMPTY for g in gts]
+    anns += [{**a, "iscrowd": 1} for a in _as_coco(crowds, with_scores=False)]
     for k, a in enumerate(anns, 1):
         a["id"] = k
-    if not anns:
+    if not any(a["iscrowd"] == 0 for a in anns):
         return {"mAP50-95": float("nan"), "mAP50": float("nan")}
     dets = _as_coco(preds, with_scores=True)
     if not dets:
@@ -43,6 +48,9 @@ def coco_map(gts: list[ImageBoxes], preds: list[ImageBoxes], class_names: list[s
         ev.accumulate()
         ev.summarize()
     return {"mAP50-95": max(0.0, float(ev.stats[0])), "mAP50": max(0.0, float(ev.stats[1]))}
+
+
+_EMPTY = ImageBoxes(np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
 
 
 def _as_coco(items: list[ImageBoxes], with_scores: bool) -> list[dict]:

@@ -2,35 +2,59 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageFont
 
-from hydradet.infer.predict import ImageResult
+if TYPE_CHECKING:
+    from hydradet.infer.results import Result
 
 # Distinct, colour-blind-friendly colours (Okabe-Ito), one per head in model order.
 HEAD_COLOURS = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
 
 
-def draw(result: ImageResult, head_order: list[str]) -> Image.Image:
-    with Image.open(result.path) as im:
-        canvas = ImageOps.exif_transpose(im).convert("RGB")
+def head_colour(head: str, head_order: list[str]) -> str:
+    i = head_order.index(head) if head in head_order else len(head_order)
+    return HEAD_COLOURS[i % len(HEAD_COLOURS)]
+
+
+def draw(result: Result, head_order: list[str] | None = None, labels: bool = True) -> Image.Image:
+    """A copy of the image with each head's boxes; colours follow the model's head order so that a head keeps
+    its colour whichever heads ran."""
+    order = head_order or list(result.classes) or list(result.heads)
+    canvas = Image.fromarray(result.orig_img).convert("RGB")
     pen = ImageDraw.Draw(canvas)
-    width = max(2, round(max(canvas.size) / 300))
+    longer = max(canvas.size)
+    width = max(2, round(longer / 300))
+    font = _font(max(10, round(longer / 60)))
     for head, r in result.heads.items():
-        colour = HEAD_COLOURS[head_order.index(head) % len(HEAD_COLOURS)]
-        for box, score, name in zip(r.boxes, r.scores, r.names, strict=True):
+        colour = head_colour(head, order)
+        for box, score, name in zip(r.boxes.tolist(), r.scores.tolist(), r.names, strict=True):
             pen.rectangle(box, outline=colour, width=width)
+            if not labels:
+                continue
             label = f"{head}:{name} {score:.2f}"
-            x0, y0 = box[0], max(0, box[1] - 12)
-            tb = pen.textbbox((x0, y0), label)
-            pen.rectangle(tb, fill=colour)
-            pen.text((x0, y0), label, fill="black")
+            tb = pen.textbbox((box[0], box[1]), label, font=font, anchor="lb")
+            # Above the box, or inside it where the box touches the top edge.
+            dy = 0 if tb[1] >= 0 else tb[3] - tb[1]
+            pen.rectangle((tb[0], tb[1] + dy, tb[2], tb[3] + dy), fill=colour)
+            pen.text((box[0], box[1] + dy), label, fill="black", font=font, anchor="lb")
     return canvas
 
 
-def save_drawing(result: ImageResult, head_order: list[str], out_dir: Path) -> Path:
+def save_drawing(result: Result, head_order: list[str], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{result.path.stem}.jpg"
+    stem = result.path.stem if result.path is not None else "image"
+    path = out_dir / f"{stem}.jpg"
     draw(result, head_order).save(path, quality=90)
     return path
+
+
+@cache
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)  # scalable when Pillow has FreeType (its wheels do)
+    except (TypeError, OSError):
+        return ImageFont.load_default()

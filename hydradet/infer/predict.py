@@ -1,62 +1,114 @@
-"""Predict with a trained model: images in, per-head detections in original image pixels out."""
+"""The prediction loop shared by every backend: frames -> letterboxed batches -> per-head detections -> results in
+original image pixels. And the PyTorch backend: the model from a weights file, only the requested heads run."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
+import numpy as np
 import torch
+from torch import Tensor
 
-from hydradet.data.dataset import letterbox, load_image, unletterbox
-from hydradet.data.yolo import IMAGE_SUFFIXES
+from hydradet.data.dataset import letterbox, unletterbox
+from hydradet.infer.results import HeadResult, Result
+from hydradet.infer.settings import HeadSettings, SettingError, resolve, select_heads
+from hydradet.infer.sources import Frame, expand, frames
+from hydradet.model.detect_head import Detections
 from hydradet.model.detector import HydraDetector
 
 
-@dataclass
-class HeadResult:
-    boxes: list[list[float]]  # xyxy, original image pixels
-    scores: list[float]
-    class_ids: list[int]
-    names: list[str]
+class Backend(Protocol):
+    """What runs a letterboxed batch: PyTorch here, onnxruntime in onnx_backend.py."""
+
+    classes: dict[str, list[str]]  # every head -> its classes, in model order
+    imgsz: int  # the size it runs at unless asked otherwise
+
+    def defaults(self) -> dict[str, HeadSettings]: ...
+
+    def check_imgsz(self, imgsz: int | None) -> int: ...
+
+    def check_settings(self, settings: dict[str, HeadSettings]) -> None:
+        """Raise SettingError for settings this backend cannot honour."""
+        ...
+
+    def detect(self, images: Tensor, settings: dict[str, HeadSettings]) -> dict[str, list[Detections]]:
+        """images: (B, 3, S, S) float RGB in [0, 1], letterboxed; detections in letterboxed pixels."""
+        ...
 
 
-@dataclass
-class ImageResult:
-    path: Path
-    width: int
-    height: int
-    heads: dict[str, HeadResult]
+class TorchBackend:
+    def __init__(self, model: HydraDetector, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.classes = {h: list(c.classes) for h, c in model.head_cfgs.items()}
+        self.imgsz = model.model_cfg.imgsz
 
-    def to_json(self) -> dict:
-        return {
-            "image": str(self.path),
-            "width": self.width,
-            "height": self.height,
-            "heads": {
-                h: [
-                    {"box": [round(v, 2) for v in b], "score": round(s, 4), "class_id": c, "class": n}
-                    for b, s, c, n in zip(r.boxes, r.scores, r.class_ids, r.names, strict=True)
-                ]
-                for h, r in self.heads.items()
-            },
-        }
+    def defaults(self) -> dict[str, HeadSettings]:
+        from hydradet.config.load import defaults
+
+        d = defaults()["predict"]  # the one place defaults live
+        return dict.fromkeys(self.classes, HeadSettings(d["conf"], d["iou"], d["max_det"]))
+
+    def check_imgsz(self, imgsz: int | None) -> int:
+        size = imgsz or self.imgsz
+        if size < 32 or size % 32:
+            raise SettingError(f"imgsz: {size} must be a multiple of 32 (the model's largest stride), >= 32")
+        return size
+
+    def check_settings(self, settings: dict[str, HeadSettings]) -> None:
+        pass  # the model applies any thresholds
+
+    @torch.inference_mode()
+    def detect(self, images: Tensor, settings: dict[str, HeadSettings]) -> dict[str, list[Detections]]:
+        # Naming only the requested heads means the others never run: one backbone pass, no wasted head.
+        out = self.model(images.to(self.device), dict.fromkeys(settings))
+        return {h: self.model.heads[h].postprocess(out[h], s.conf, s.iou, s.max_det) for h, s in settings.items()}
 
 
-def list_images(inputs: Iterable[str | Path]) -> list[Path]:
-    out: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise FileNotFoundError(f"{p}: no such image or folder")
-    return out
+def run(
+    backend: Backend, source: Iterable[Frame], settings: dict[str, HeadSettings], imgsz: int, batch: int
+) -> Iterator[Result]:
+    """Results in the order of the frames; `batch` frames share one forward pass."""
+    for chunk in _chunks(source, batch):
+        # torch cannot wrap a read-only array (PIL's, or a caller's) without a warning: copy only those.
+        arrays = [f.image if f.image.flags.writeable else f.image.copy() for f in chunk]
+        boxed = [letterbox(torch.from_numpy(a).permute(2, 0, 1), imgsz) for a in arrays]
+        x = torch.stack([b for b, _ in boxed]).float().div_(255)
+        dets = backend.detect(x, settings)
+        for i, f in enumerate(chunk):
+            size = (f.image.shape[1], f.image.shape[0])
+            heads = {h: _head_result(dets[h][i], boxed[i][1], size, backend.classes[h]) for h in settings}
+            yield Result(heads, f.image, f.path, f.frame, backend.classes)
+
+
+def _head_result(d: Detections, scale: float, size: tuple[int, int], names: list[str]) -> HeadResult:
+    boxes = unletterbox(d.boxes.detach().float().cpu(), scale, size)
+    ids = d.labels.detach().cpu().numpy().astype(np.int64)
+    return HeadResult(
+        boxes.numpy().astype(np.float32),
+        d.scores.detach().float().cpu().numpy(),
+        ids,
+        [names[c] for c in ids],
+    )
+
+
+def _chunks(items: Iterable[Frame], n: int) -> Iterator[list[Frame]]:
+    chunk: list[Frame] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 class Predictor:
+    """A model in memory and fixed settings, called on paths (as the demo does); `hydradet.load(path).predict`
+    is the full API."""
+
     def __init__(
         self,
         model: HydraDetector,
@@ -68,35 +120,11 @@ class Predictor:
         batch: int = 8,
         device: str | torch.device = "cpu",
     ) -> None:
-        unknown = sorted(set(heads or []) - set(model.heads))
-        if unknown:
-            raise ValueError(f"unknown heads {unknown}; this model has {list(model.heads)}")
-        self.model = model.eval().to(device)
-        self.heads = heads or list(model.heads)
-        self.conf, self.iou, self.max_det = conf, iou, max_det
-        self.imgsz = imgsz or model.model_cfg.imgsz
-        self.batch, self.device = batch, torch.device(device)
+        self.backend = TorchBackend(model, device)
+        self.heads = select_heads(heads, list(self.backend.classes))
+        self.settings = resolve(self.heads, self.backend.defaults(), conf, iou, max_det)
+        self.imgsz = self.backend.check_imgsz(imgsz)
+        self.batch = batch
 
-    def __call__(self, paths: list[Path]) -> Iterator[ImageResult]:
-        for start in range(0, len(paths), self.batch):
-            chunk = paths[start : start + self.batch]
-            images = [load_image(p) for p in chunk]
-            boxed = [letterbox(im, self.imgsz) for im in images]
-            x = torch.stack([b[0] for b in boxed]).float().div_(255).to(self.device)
-            with torch.no_grad():
-                outputs = self.model(x, dict.fromkeys(self.heads))
-                dets = {
-                    h: self.model.heads[h].postprocess(outputs[h], self.conf, self.iou, self.max_det)
-                    for h in self.heads
-                }
-            for i, (path, im) in enumerate(zip(chunk, images, strict=True)):
-                h_img, w_img = im.shape[-2:]
-                scale = boxed[i][1]
-                per_head = {}
-                for h in self.heads:
-                    d = dets[h][i]
-                    b = unletterbox(d.boxes.cpu(), scale, (w_img, h_img))
-                    names = self.model.head_cfgs[h].classes
-                    ids = d.labels.cpu().tolist()
-                    per_head[h] = HeadResult(b.tolist(), d.scores.cpu().tolist(), ids, [names[c] for c in ids])
-                yield ImageResult(path, w_img, h_img, per_head)
+    def __call__(self, paths: Iterable[str | Path]) -> Iterator[Result]:
+        return run(self.backend, frames(expand(list(paths))), self.settings, self.imgsz, self.batch)

@@ -84,12 +84,14 @@ class DetectHead(nn.Module):
     def loss(self, out: DetectOutput, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """Losses over this head's samples, normalised by this head's own count of positives.
 
-        targets[i] = {"boxes": (G, 4) xyxy pixels, "labels": (G,) class indices} for the i-th sample of `out`.
+        targets[i] = {"boxes": (G, 4) xyxy pixels, "labels": (G,) class indices} for the i-th sample of `out`,
+        optionally "ignore": (K, 4) regions (COCO crowds, VOC difficult) that are neither positives nor
+        negatives: background locations inside them get no classification loss.
         """
-        matched = [self.assign(out.points, out.strides, t["boxes"]) for t in targets]
-        gt_idx = torch.stack([m for m in matched])  # (B, L): index of the matched box, -1 for background
-        fg = gt_idx >= 0
+        gt_idx = torch.stack([self.assign(out.points, out.strides, t["boxes"]) for t in targets])  # (B, L)
+        fg = gt_idx >= 0  # gt_idx: index of the matched box, -1 for background
         num_fg = max(1.0, float(fg.sum()))
+        counted = ~torch.stack([_inside_any(out.points, t.get("ignore")) for t in targets]) | fg
 
         cls_target = torch.zeros_like(out.cls_logits)
         box_target = torch.zeros_like(out.box_ltrb)
@@ -100,8 +102,9 @@ class DetectHead(nn.Module):
                 cls_target[i, pos, t["labels"][g]] = 1.0
                 box_target[i, pos] = t["boxes"][g]
         loss_cls = sigmoid_focal_loss(
-            out.cls_logits, cls_target, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum"
+            out.cls_logits, cls_target, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="none"
         )
+        loss_cls = (loss_cls.sum(-1) * counted).sum()
 
         pts = out.points.unsqueeze(0).expand_as(out.box_ltrb[..., :2])[fg]
         pred_boxes = _decode(pts, out.box_ltrb[fg])
@@ -151,6 +154,14 @@ class DetectHead(nn.Module):
             kept = batched_nms(boxes, scores, label, iou)[:max_det]
             results.append(Detections(boxes[kept], scores[kept], label[kept]))
         return results
+
+
+def _inside_any(points: Tensor, regions: Tensor | None) -> Tensor:
+    """(L,) True where a point lies inside at least one region (K, 4)."""
+    if regions is None or regions.numel() == 0:
+        return torch.zeros(points.shape[0], dtype=torch.bool, device=points.device)
+    ltrb = _encode(points[:, None, :], regions[None].to(points.device))
+    return (ltrb.min(-1).values > 0).any(1)
 
 
 def _grid(size: torch.Size, stride: int, device: torch.device) -> Tensor:

@@ -72,20 +72,25 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
         t0 = time.time()
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
+        skipped: list[str] = []  # images that failed to decode this epoch; each was replaced by another sample
         bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.train.epochs}", leave=True, dynamic_ncols=True)
         for batch in bar:
             lr = cfg.train.lr * lr_factor(step, total_steps, warmup, cfg.train)
             set_lr(optimizer, lr)
             losses = train_step(model, optimizer, batch.to(device), source_heads, cfg.train.grad_clip)
+            skipped += batch.skipped
             for head, value in losses.items():
                 sums[head] = sums.get(head, 0.0) + value
                 counts[head] = counts.get(head, 0) + 1
             bar.set_postfix({h: f"{sums[h] / counts[h]:.3f}" for h in sums}, refresh=False)
             step += 1
         bar.close()
+        if skipped:
+            log(f"  skipped: {len(skipped)} x image failed to decode (replaced by another sample), e.g. {skipped[0]}")
 
         row: dict[str, float | int | str] = dict.fromkeys(_csv_columns(cfg), "")
         row.update({"epoch": epoch, "lr": f"{lr:.6g}", "time_s": round(time.time() - t0, 1)})
+        row["skipped_images"] = len(skipped)
         row.update({f"loss/{h}": round(sums[h] / counts[h], 4) for h in sums})
         if val_sets and (epoch % cfg.eval.every == 0 or epoch == cfg.train.epochs):
             t_eval = time.time()
@@ -127,16 +132,22 @@ def describe_data(cfg: Config, train_sets: list[SourceDataset], val_sets: list[S
             if ignored:
                 lines.append(f"    ignored classes (mapped to no head): {ignored}")
         for reason, n in ds.data.skipped.items():
-            lines.append(f"    skipped: {n} x {reason}")
+            lines.append(f"    skipped: {n} x {reason}{_first(ds.data.examples.get(reason))}")
+        for reason, n in ds.data.warnings.items():
+            lines.append(f"    warning: {n} x {reason}{_first(ds.data.examples.get(reason))}")
     for head in cfg.heads:
         if not any(head in cfg.sources[d.source].labels for d in train_sets):
             lines.append(f"  note: head {head!r} has no train source; it will not change")
     return lines
 
 
+def _first(places: list[str] | None) -> str:
+    return f", e.g. {places[0]}" if places else ""
+
+
 def _csv_columns(cfg: Config) -> list[str]:
     """Fixed up front, so that rows without evaluation (eval.every > 1) keep the columns aligned."""
-    cols = ["epoch", "lr", "time_s", *(f"loss/{h}" for h in cfg.heads), "eval_s"]
+    cols = ["epoch", "lr", "time_s", "skipped_images", *(f"loss/{h}" for h in cfg.heads), "eval_s"]
     return cols + [f"{h}/{m}" for h in cfg.heads for m in ("mAP50-95", "mAP50")]
 
 

@@ -1,0 +1,113 @@
+"""Predict latency per image: PyTorch vs onnxruntime, batch 1 vs 8, one head vs all heads, side by side.
+
+The demo's model (shufflenet_v2_x0_5_megvii, imgsz 256, heads person + animal; random init unless --weights)
+on letterboxed real images (../shared/data/coco-train, else random pixels). Timed: the backend's forward and
+NMS for a ready batch (what `predict` spends besides decoding files), median of interleaved rounds so that
+load on a shared machine hits every variant alike. Also the whole `model.predict` on in-memory images.
+Both backends use torch's thread count (OMP_NUM_THREADS, else the cores).
+
+    .venv/bin/python benchmarks/predict_speed.py [--weights best.safetensors] [--rounds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from hydradet.config import load_config
+from hydradet.data.dataset import letterbox
+from hydradet.export import export_onnx
+from hydradet.infer.model import Model
+from hydradet.infer.onnx_backend import OnnxBackend
+from hydradet.infer.predict import TorchBackend
+from hydradet.model.detector import HydraDetector
+from hydradet.model.weights import load_model
+
+IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-train" / "images"
+DEMO = {
+    "heads": {
+        "person": {"task": "detect", "classes": ["person"]},
+        "animal": {"task": "detect", "classes": ["dog", "bird", "giraffe"]},
+    },
+    "sources": {"s": {"format": "coco", "train": "unused.json", "labels": {"person": {"person": "person"}}}},
+}
+
+
+def demo_model(weights: Path | None) -> HydraDetector:
+    if weights is not None:
+        return load_model(weights)
+    cfg = load_config(DEMO, ["model.backbone=shufflenet_v2_x0_5_megvii", "model.imgsz=256"], check_paths=False)
+    torch.manual_seed(0)
+    return HydraDetector(cfg.model, cfg.heads).eval()
+
+
+def images(n: int) -> list[np.ndarray]:
+    paths = sorted(IMAGES.glob("*.jpg"))[:n] if IMAGES.is_dir() else []
+    if len(paths) == n:
+        return [np.array(Image.open(p).convert("RGB")) for p in paths]
+    return [np.random.default_rng(i).integers(0, 256, (480, 640, 3), dtype=np.uint8) for i in range(n)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", type=Path, default=None, help="a trained .safetensors (default: random init)")
+    ap.add_argument("--rounds", type=int, default=30)
+    args = ap.parse_args()
+
+    net = demo_model(args.weights)
+    heads_all = list(net.heads)
+    pictures = images(8)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = export_onnx(net, Path(tmp) / "demo.onnx", dynamic_batch=True)
+        backends = {"PyTorch": TorchBackend(net), "onnxruntime": OnnxBackend(onnx_path)}
+        models = {name: Model(b) for name, b in backends.items()}
+        batches = {
+            n: torch.stack([letterbox(torch.from_numpy(a).permute(2, 0, 1), 256)[0] for a in pictures[:n]]) / 255
+            for n in (1, 8)
+        }
+        runs: dict[tuple[str, int, str], Callable[[], object]] = {}
+        for name, model in models.items():
+            for n, x in batches.items():
+                for label, heads in (("all", heads_all), ("person", ["person"])):
+                    settings, _ = model.settings(heads=heads)
+                    runs[(name, n, label)] = lambda b=backends[name], x=x, s=settings: b.detect(x, s)
+            runs[(name, 8, "all, end to end")] = lambda m=model: m.predict(pictures, batch=8)
+        ms = _time(runs, args.rounds)
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; weights: {args.weights or 'random init'}")
+    print(f"images: {'8 COCO train images' if IMAGES.is_dir() else 'random pixels'}, letterboxed to 256\n")
+    print("| batch | heads | PyTorch ms/img | onnxruntime ms/img | PyTorch / onnxruntime |")
+    print("|---|---|---|---|---|")
+    for n, label in [(1, "all"), (1, "person"), (8, "all"), (8, "person"), (8, "all, end to end")]:
+        pt, ox = ms[("PyTorch", n, label)] / n, ms[("onnxruntime", n, label)] / n
+        print(f"| {n} | {label} | {pt:.2f} | {ox:.2f} | {pt / ox:.2f}x |")
+    print("\n| backend | batch | person only / all heads |")
+    print("|---|---|---|")
+    for name in backends:
+        for n in (1, 8):
+            print(f"| {name} | {n} | {ms[(name, n, 'person')] / ms[(name, n, 'all')]:.2f} |")
+
+
+def _time(runs: dict, rounds: int) -> dict:
+    """Median ms per call; every round runs every variant once, in turn."""
+    for fn in runs.values():  # warm-up: first-call allocations, onnxruntime's per-head-subset sessions
+        fn(), fn()
+    samples: dict = {k: [] for k in runs}
+    for _ in range(rounds):
+        for key, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[key].append((time.perf_counter() - t0) * 1000)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""`hydradet data check`: what each source gives each head, and every problem found, before any training.
+
+Per source and split: images, boxes per class and per head, images without boxes, classes mapped to no head,
+and each problem grouped by kind with the first few places named. A split that cannot be read at all (the
+error training would stop with) is reported too, and the other splits are still checked.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from hydradet.config.schema import Config
+from hydradet.data.dataset import SourceDataset, load_image
+from hydradet.data.records import MAX_EXAMPLES
+from hydradet.errors import UserError
+
+DECODE_FAILED = "image fails to decode (would be replaced by another sample in training)"
+
+
+@dataclass
+class SplitCheck:
+    source: str
+    split: str
+    path: str
+    images: int = 0
+    without_boxes: int = 0  # images with no box at all
+    boxes_per_class: dict[str, int] = field(default_factory=dict)  # source class -> boxes
+    boxes_per_head: dict[str, int] = field(default_factory=dict)  # head -> boxes this split supervises it with
+    without_head_boxes: dict[str, int] = field(default_factory=dict)  # head -> images that are all negatives
+    unmapped: dict[str, int] = field(default_factory=dict)  # classes mapped to no head -> boxes (ignored)
+    skipped: dict[str, int] = field(default_factory=dict)
+    warnings: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    error: str | None = None  # set when the split cannot be read: training would stop with this
+
+
+@dataclass
+class HeadBoxes:
+    """Every box a head is trained or evaluated on, relative to its image: for the pictures."""
+
+    wh: list[np.ndarray] = field(default_factory=list)  # (N, 2) width, height / image width, height
+    centres: list[np.ndarray] = field(default_factory=list)  # (N, 2) in [0, 1]
+    aspect: list[np.ndarray] = field(default_factory=list)  # (N,) width / height in pixels
+
+
+@dataclass
+class DataCheck:
+    splits: list[SplitCheck]
+    heads: dict[str, HeadBoxes]
+
+    @property
+    def ok(self) -> bool:
+        return not any(s.error for s in self.splits)
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok, "splits": [asdict(s) for s in self.splits]}
+
+    def text(self) -> str:
+        lines = []
+        for s in self.splits:
+            lines.append(f"{s.source}/{s.split}: {s.path}")
+            if s.error:
+                lines.append(f"  ERROR: {s.error}")
+                continue
+            lines.append(f"  images: {s.images} ({s.without_boxes} without boxes)")
+            lines.append(f"  boxes per class: {_counts(s.boxes_per_class)}")
+            for head, n in s.boxes_per_head.items():
+                lines.append(f"  head {head}: {n} boxes; {s.without_head_boxes[head]} images without {head} boxes")
+            if any(s.unmapped.values()):
+                lines.append(f"  ignored classes (mapped to no head): {_counts(s.unmapped)}")
+            for kind, counts in (("skipped", s.skipped), ("warning", s.warnings)):
+                for reason, n in counts.items():
+                    lines.append(f"  {kind}: {n} x {reason}")
+                    lines += [f"      {place}" for place in s.examples.get(reason, [])]
+                    if n > len(s.examples.get(reason, [])) and s.examples.get(reason):
+                        lines.append("      ...")
+        bad = [f"{s.source}/{s.split}" for s in self.splits if s.error]
+        lines.append(f"errors in {', '.join(bad)}: training would stop; fix them first" if bad else "no errors")
+        return "\n".join(lines)
+
+
+def _counts(d: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in d.items() if v) or "none"
+
+
+def check_data(cfg: Config, decode: bool = False) -> DataCheck:
+    """Read every split of every source as training would; decode=True also decodes every image (slow)."""
+    result = DataCheck(splits=[], heads={h: HeadBoxes() for h in cfg.heads})
+    for source, src in cfg.sources.items():
+        for split in ("train", "val"):
+            if getattr(src, split) is None:
+                continue
+            try:
+                ds = SourceDataset(cfg, source, split, train=False)
+            except (UserError, OSError) as e:
+                result.splits.append(SplitCheck(source, split, str(getattr(src, split)), error=str(e)))
+                continue
+            result.splits.append(check_dataset(ds, str(getattr(src, split)), result.heads, decode))
+    return result
+
+
+def check_dataset(
+    ds: SourceDataset, path: str, heads: dict[str, HeadBoxes] | None = None, decode: bool = False
+) -> SplitCheck:
+    """The counts of one split already read (e.g. by the trainer); adds its boxes to `heads` when given."""
+    data = ds.data
+    out = SplitCheck(ds.source, ds.split, path, images=len(ds.records), unmapped=dict(ds.unmapped))
+    out.skipped, out.warnings = dict(data.skipped), dict(data.warnings)
+    out.examples = {k: list(v) for k, v in data.examples.items()}
+    out.boxes_per_class = data.box_counts()
+    out.without_boxes = sum(len(r.classes) == 0 for r in ds.records)
+    for head, cmap in ds.class_maps.items():
+        keep = [[j for j, c in enumerate(r.classes) if c in cmap] for r in ds.records]
+        out.boxes_per_head[head] = sum(map(len, keep))
+        out.without_head_boxes[head] = sum(not k for k in keep)
+        if heads is not None and head in heads:
+            _add_boxes(heads[head], [(r, k) for r, k in zip(ds.records, keep, strict=True) if k])
+    if decode:
+        for r in tqdm(ds.records, desc=f"decode {ds.source}/{ds.split}", leave=False):
+            try:
+                load_image(r.path)
+            except Exception as e:  # the same net as SourceDataset._decode
+                out.skipped[DECODE_FAILED] = out.skipped.get(DECODE_FAILED, 0) + 1
+                places = out.examples.setdefault(DECODE_FAILED, [])
+                if len(places) < MAX_EXAMPLES:
+                    places.append(f"{r.path} ({type(e).__name__}: {e})")
+    return out
+
+
+def _add_boxes(acc: HeadBoxes, items: list) -> None:
+    for rec, keep in items:
+        b = rec.boxes[keep]
+        size = np.array([rec.width or 1, rec.height or 1], np.float32)
+        wh = b[:, 2:] - b[:, :2]
+        acc.wh.append(wh / size)
+        acc.centres.append((b[:, :2] + wh / 2) / size)
+        acc.aspect.append(wh[:, 0] / np.maximum(wh[:, 1], 1e-6))
+
+
+def write_report(check: DataCheck, out_dir: Path, title: str = "") -> list[Path]:
+    """report.txt, report.json and boxes_<head>.png for each head with boxes; returns the files written."""
+    from hydradet.data.plots import box_picture
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [out_dir / "report.txt", out_dir / "report.json"]
+    files[0].write_text((f"hydradet data check: {title}\n" if title else "") + check.text() + "\n")
+    files[1].write_text(json.dumps(check.to_json(), indent=1))
+    for head, boxes in check.heads.items():
+        if boxes.wh:
+            path = out_dir / f"boxes_{head}.png"
+            box_picture(
+                head, np.concatenate(boxes.wh), np.concatenate(boxes.centres), np.concatenate(boxes.aspect)
+            ).save(path)
+            files.append(path)
+    return files

@@ -1,0 +1,75 @@
+"""Pascal VOC reader: one XML per image (`filename`, `size`, `object/{name, difficult, bndbox}`).
+
+A split is a VOC root folder (all of `Annotations/*.xml`, images in `JPEGImages/`) or an image-set list such as
+`ImageSets/Main/train.txt` (one image id per line; the root is three folders up, as in the VOC layout).
+VOC boxes are 1-based inclusive pixel indices; like torchvision and Detectron2 we shift xmin/ymin by -1 so that
+a box covers [xmin - 1, xmax) in 0-based continuous pixels.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+
+from hydradet.data.records import DataError, ImageRecord, SplitRecords, clean_boxes
+
+
+def read_voc(path: Path) -> SplitRecords:
+    root, xml_files = _annotation_files(path)
+    parsed = [_parse(x) for x in xml_files]
+    names = sorted({obj[0] for _, _, _, objs in parsed for obj in objs})
+    out = SplitRecords(records=[], class_names=names)
+    for filename, w, h, objects in parsed:
+        image = root / "JPEGImages" / filename
+        if not image.is_file():
+            out.skip("image file missing")
+            continue
+        kept = [o for o in objects if not o[1]]
+        if len(kept) < len(objects):
+            # Ignore regions (neither positive nor negative) are not supported yet: counted, not trained on.
+            out.skip("difficult object (not used as a box)", len(objects) - len(kept))
+        boxes = np.array([o[2] for o in kept], np.float32).reshape(-1, 4)
+        boxes, classes = clean_boxes(boxes, [o[0] for o in kept], w, h, out)
+        out.records.append(ImageRecord(image, boxes, classes, w, h))
+    return out
+
+
+def _annotation_files(path: Path) -> tuple[Path, list[Path]]:
+    if path.is_dir():
+        if not (path / "Annotations").is_dir():
+            raise DataError(f"{path}: no Annotations/ folder; give a VOC root (Annotations/, JPEGImages/) or a list")
+        return path, sorted((path / "Annotations").glob("*.xml"))
+    root = path.parent.parent.parent  # ROOT/ImageSets/Main/train.txt
+    ids = [ln.split()[0] for ln in path.read_text().splitlines() if ln.strip()]
+    files = [root / "Annotations" / f"{i}.xml" for i in ids]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise DataError(f"{path}: {len(missing)} listed ids have no annotation file, e.g. {missing[0]}")
+    return root, files
+
+
+def _parse(xml_path: Path) -> tuple[str, int, int, list[tuple[str, bool, list[float]]]]:
+    try:
+        tree = ET.parse(xml_path)
+    except ET.ParseError as e:
+        line, col = e.position
+        raise DataError(f"{xml_path}:{line}:{col}: not valid XML ({e})") from None
+    ann = tree.getroot()
+    filename = ann.findtext("filename")
+    if not filename:
+        raise DataError(f"{xml_path}: <filename> is missing")
+    w, h = int(float(ann.findtext("size/width") or 0)), int(float(ann.findtext("size/height") or 0))
+    objects = []
+    for i, obj in enumerate(ann.iter("object"), 1):
+        name, box = obj.findtext("name"), obj.find("bndbox")
+        if not name or box is None:
+            raise DataError(f"{xml_path}: <object> #{i} needs <name> and <bndbox>")
+        try:
+            x0, y0, x1, y1 = (float(box.findtext(k) or "nan") for k in ("xmin", "ymin", "xmax", "ymax"))
+        except ValueError:
+            raise DataError(f"{xml_path}: <object> #{i} ({name}) has a non-numeric <bndbox> value") from None
+        difficult = (obj.findtext("difficult") or "0").strip() == "1"
+        objects.append((name.strip(), difficult, [x0 - 1, y0 - 1, x1, y1]))
+    return filename, w, h, objects

@@ -1,0 +1,130 @@
+"""`hydradet.load(path)`: a weights file (.safetensors) or an export (.onnx) as one object that predicts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal, overload
+
+from hydradet.infer.predict import Backend, TorchBackend, run
+from hydradet.infer.results import Result
+from hydradet.infer.settings import HeadSettings, PerHead, SettingError, resolve, select_heads
+from hydradet.infer.sources import Source, expand, frames
+
+
+class Model:
+    """A trained model ready to predict. `model.predict(source)` or `model(source)`."""
+
+    def __init__(self, backend: Backend, path: Path | None = None) -> None:
+        self.backend, self.path = backend, path
+
+    @property
+    def heads(self) -> list[str]:
+        return list(self.backend.classes)
+
+    @property
+    def classes(self) -> dict[str, list[str]]:
+        """Every head -> its class names (a class id indexes this list)."""
+        return dict(self.backend.classes)
+
+    @property
+    def imgsz(self) -> int:
+        return self.backend.imgsz
+
+    @overload
+    def predict(
+        self,
+        source: Source,
+        heads: list[str] | str | None = ...,
+        conf: PerHead | None = ...,
+        iou: PerHead | None = ...,
+        imgsz: int | None = ...,
+        batch: int = ...,
+        max_det: int | None = ...,
+        stream: Literal[False] = ...,
+    ) -> list[Result]: ...
+
+    @overload
+    def predict(
+        self,
+        source: Source,
+        heads: list[str] | str | None = ...,
+        conf: PerHead | None = ...,
+        iou: PerHead | None = ...,
+        imgsz: int | None = ...,
+        batch: int = ...,
+        max_det: int | None = ...,
+        *,
+        stream: Literal[True],
+    ) -> Iterator[Result]: ...
+
+    def predict(
+        self,
+        source: Source,
+        heads: list[str] | str | None = None,
+        conf: PerHead | None = None,
+        iou: PerHead | None = None,
+        imgsz: int | None = None,
+        batch: int = 8,
+        max_det: int | None = None,
+        stream: bool = False,
+    ) -> list[Result] | Iterator[Result]:
+        """One Result per image (per frame for a video), in order.
+
+        source: a path, folder, glob, video file, PIL image, numpy array (HWC RGB uint8) or a list of these.
+        heads: the heads to run (default all); the others do not run at all.
+        conf, iou: a float for every head or {head: float}; defaults from `predict:` in default.yaml (an NMS
+        export: the values baked into it). imgsz: default the model's. batch: images per forward pass.
+        stream: a generator instead of a list, so that a long video or a large folder never sits in memory.
+        """
+        settings, size = self.settings(heads, conf, iou, imgsz, batch, max_det)
+        items = expand(source)  # before the generator starts, so a missing file raises here, not on first next()
+        results = run(self.backend, frames(items), settings, size, batch)
+        return results if stream else list(results)
+
+    def settings(
+        self,
+        heads: list[str] | str | None = None,
+        conf: PerHead | None = None,
+        iou: PerHead | None = None,
+        imgsz: int | None = None,
+        batch: int = 8,
+        max_det: int | None = None,
+    ) -> tuple[dict[str, HeadSettings], int]:
+        """The per-head settings and image size `predict` would use; raises SettingError for any bad value."""
+        if batch < 1:
+            raise SettingError(f"batch: {batch} must be >= 1")
+        settings = resolve(select_heads(heads, self.heads), self.backend.defaults(), conf, iou, max_det)
+        self.backend.check_settings(settings)
+        return settings, self.backend.check_imgsz(imgsz)
+
+    __call__ = predict
+
+    def export(self, format: str = "onnx", out: str | Path | None = None, **options: Any) -> Path:
+        """Export to ONNX (the only format); options as `hydradet.export.export_onnx`. Default out: next to the
+        weights file, with the .onnx suffix."""
+        from hydradet.export import export_onnx
+
+        if format != "onnx":
+            raise SettingError(f"format: {format!r}; hydradet exports onnx")
+        if not isinstance(self.backend, TorchBackend):
+            raise SettingError(f"{self.path}: export needs the .safetensors weights, not an export")
+        target = Path(out) if out is not None else Path(self.path or "model").with_suffix(".onnx")
+        return export_onnx(self.backend.model, target, **options)
+
+    def __repr__(self) -> str:
+        heads = ", ".join(f"{h}: {len(c)} classes" for h, c in self.classes.items())
+        return f"Model({self.path}; {heads}; imgsz {self.imgsz})"
+
+
+def load(path: str | Path, device: str = "cpu") -> Model:
+    """A .safetensors file from `hydradet train` (never a pickle: loading runs no code from the file) or an
+    .onnx file from `hydradet export`."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        from hydradet.infer.onnx_backend import OnnxBackend
+
+        return Model(OnnxBackend(path, device), path)
+    from hydradet.model.weights import load_model
+
+    return Model(TorchBackend(load_model(path), device), path)

@@ -1,0 +1,115 @@
+"""One image's detections, per head, in original image pixels; drawn, saved, or converted for other tools."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class HeadResult:
+    boxes: np.ndarray  # (N, 4) float32 xyxy, original image pixels
+    scores: np.ndarray  # (N,) float32, highest first
+    class_ids: np.ndarray  # (N,) int64: index into the head's classes
+    names: list[str]  # (N,) the class name of each detection
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+@dataclass
+class Result:
+    heads: dict[str, HeadResult]  # only the heads that ran
+    orig_img: np.ndarray = field(repr=False)  # (H, W, 3) uint8 RGB
+    path: Path | None = None  # the image or video file; None for an in-memory image
+    frame: int | None = None  # frame number, for a video
+    classes: dict[str, list[str]] = field(default_factory=dict)  # every head of the model -> its classes
+
+    @property
+    def width(self) -> int:
+        return int(self.orig_img.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.orig_img.shape[0])
+
+    def plot(self, labels: bool = True) -> np.ndarray:
+        """The image with boxes drawn, one colour per head: (H, W, 3) uint8 RGB (not OpenCV's BGR)."""
+        from hydradet.infer.draw import draw
+
+        return np.asarray(draw(self, labels=labels))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the drawn image; the suffix picks the format (.jpg, .png, ...)."""
+        from hydradet.infer.draw import draw
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draw(self).save(path, **({"quality": 90} if path.suffix.lower() in (".jpg", ".jpeg") else {}))
+        return path
+
+    def to_coco(self, image_id: int | str | None = None) -> list[dict[str, Any]]:
+        """COCO detection results: bbox [x, y, w, h] in pixels; category_id indexes the head's classes, so each
+        head is evaluated against its own categories. image_id defaults to the file name's number (COCO's
+        000000000139.jpg -> 139), else its stem."""
+        if image_id is None:
+            stem = self.path.stem if self.path is not None else ""
+            image_id = int(stem) if stem.isdigit() else stem
+            if self.frame is not None:
+                image_id = f"{stem}#{self.frame}"
+        out = []
+        for head, r in self.heads.items():
+            rows = zip(r.boxes.tolist(), r.scores.tolist(), r.class_ids.tolist(), r.names, strict=True)
+            for (x0, y0, x1, y1), score, cid, name in rows:
+                out.append(
+                    {
+                        "image_id": image_id,
+                        "head": head,
+                        "category_id": int(cid),
+                        "category_name": name,
+                        "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+                        "score": round(score, 5),
+                    }
+                )
+        return out
+
+    def to_supervision(self) -> dict[str, Any]:
+        """{head: supervision.Detections}: one per head, because class ids of different heads mean different
+        things. Class names are in `data["class_name"]`, as supervision's own converters put them."""
+        try:
+            import supervision as sv
+        except ImportError:
+            raise ImportError("to_supervision() needs the supervision package: pip install supervision") from None
+        return {
+            head: sv.Detections(
+                xyxy=r.boxes.astype(np.float32),
+                confidence=r.scores.astype(np.float32),
+                class_id=r.class_ids.astype(int),
+                data={"class_name": np.array(r.names, dtype=str)},
+            )
+            for head, r in self.heads.items()
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The record `hydradet predict` writes: per head, box (xyxy px), score, class id and name."""
+        out: dict[str, Any] = {"image": str(self.path) if self.path is not None else None}
+        if self.frame is not None:
+            out["frame"] = self.frame
+        out |= {"width": self.width, "height": self.height}
+        out["heads"] = {
+            head: [
+                {"box": [round(v, 2) for v in b], "score": round(s, 4), "class_id": int(c), "class": n}
+                for b, s, c, n in zip(r.boxes.tolist(), r.scores.tolist(), r.class_ids, r.names, strict=True)
+            ]
+            for head, r in self.heads.items()
+        }
+        return out
+
+    def __repr__(self) -> str:
+        where = "image" if self.path is None else str(self.path)
+        where += f"#{self.frame}" if self.frame is not None else ""
+        found = ", ".join(f"{h}: {len(r)}" for h, r in self.heads.items())
+        return f"Result({where} {self.width}x{self.height}; {found})"

@@ -1,0 +1,102 @@
+"""What `predict` accepts, turned into one stream of RGB frames: paths, folders, globs, lists of them, PIL images,
+numpy arrays (HWC RGB uint8) and video files (one frame after another)."""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeAlias
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from hydradet.data.dataset import load_image
+from hydradet.data.yolo import IMAGE_SUFFIXES
+from hydradet.infer.settings import SettingError
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
+_GLOB_CHARS = set("*?[")
+
+Item: TypeAlias = str | Path | np.ndarray | Image.Image
+Source: TypeAlias = Item | Sequence[Item]
+
+
+@dataclass
+class Frame:
+    image: np.ndarray  # (H, W, 3) uint8 RGB, as a viewer shows it (EXIF orientation applied)
+    path: Path | None  # the file it came from; None for an in-memory image
+    frame: int | None = None  # frame number within a video file
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def expand(source: Source) -> list[Path | np.ndarray | Image.Image]:
+    """Folders -> their images and videos (recursive, sorted); globs -> their matches; files and arrays as given."""
+    items = [source] if isinstance(source, str | Path | np.ndarray | Image.Image) else list(source)
+    out: list[Path | np.ndarray | Image.Image] = []
+    for item in items:
+        if isinstance(item, np.ndarray | Image.Image):
+            out.append(item)
+        elif isinstance(item, str | Path):
+            out += expand_path(item)
+        else:
+            raise SettingError(f"source: {type(item).__name__} is not a path, folder, glob, PIL image or numpy array")
+    return out
+
+
+def expand_path(item: str | Path) -> list[Path]:
+    p = Path(item)
+    if p.is_dir():
+        return sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+    if p.is_file():
+        return [p]
+    if _GLOB_CHARS & set(str(item)):
+        matches = sorted(Path(m) for m in glob.glob(str(item), recursive=True) if Path(m).is_file())
+        if matches:
+            return matches
+        raise FileNotFoundError(f"{item}: the pattern matches no file")
+    raise FileNotFoundError(f"{item}: no such image, video or folder")
+
+
+def frames(items: Iterable[Path | np.ndarray | Image.Image]) -> Iterator[Frame]:
+    """Decode lazily, one frame at a time, so a long video or a large folder never sits in memory."""
+    from hydradet.infer.video import read_frames  # PyAV loads only when a video is given
+
+    for item in items:
+        if isinstance(item, np.ndarray):
+            yield Frame(as_rgb(item), None)
+        elif isinstance(item, Image.Image):
+            yield Frame(np.array(ImageOps.exif_transpose(item).convert("RGB")), None)
+        elif is_video(item):
+            for i, image in enumerate(read_frames(item)):
+                yield Frame(image, item, i)
+        else:
+            yield Frame(load_image(item).permute(1, 2, 0).numpy(), item)
+
+
+def count(items: Sequence[Path | np.ndarray | Image.Image]) -> int | None:
+    """Frames to expect (for a progress bar); None when a video does not say how many it holds."""
+    from hydradet.infer.video import frame_count
+
+    total = 0
+    for item in items:
+        n = frame_count(item) if isinstance(item, Path) and is_video(item) else 1
+        if n is None:
+            return None
+        total += n
+    return total
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """Grey (H, W) and RGBA (H, W, 4) to RGB; anything but uint8 HWC is refused rather than guessed at."""
+    if image.dtype != np.uint8:
+        raise SettingError(f"numpy image: dtype {image.dtype}; expected uint8 HWC RGB (0-255)")
+    if image.ndim == 2:
+        return np.repeat(image[..., None], 3, axis=2)
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        return image[..., :3]
+    raise SettingError(f"numpy image: shape {image.shape}; expected (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) grey")

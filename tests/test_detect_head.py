@@ -1,0 +1,71 @@
+"""The FCOS-style head: assignment by level and centre, ignore regions, decoding in post-processing."""
+
+from __future__ import annotations
+
+import torch
+
+from hydradet.model.detect_head import DetectHead, DetectOutput
+
+STRIDES = (8, 16, 32)
+
+
+def _head_and_output(size: int = 256, num_classes: int = 2) -> tuple[DetectHead, DetectOutput]:
+    torch.manual_seed(0)
+    head = DetectHead(16, num_classes, 1, STRIDES)
+    feats = [torch.randn(1, 16, size // s, size // s, requires_grad=True) for s in STRIDES]
+    return head, head(feats)
+
+
+def test_each_positive_location_is_near_the_centre_and_its_reach_suits_its_level():
+    # FCOS: a location's largest distance to the box sides must lie in its level's range: (0, 64] at stride 8,
+    # (64, 128] at 16, (128, inf) at 32; and it must lie within 1.5 strides of the box centre.
+    head, out = _head_and_output()
+    ranges = {8: (0, 64), 16: (64, 128), 32: (128, float("inf"))}
+    for side in (20, 40, 100, 200):
+        box = torch.tensor([[20.0, 20.0, 20.0 + side, 20.0 + side]])
+        pos = head.assign(out.points, out.strides, box) == 0
+        assert pos.any(), side
+        pts, strides = out.points[pos], out.strides[pos]
+        reach = torch.cat([pts - box[0, :2], box[0, 2:] - pts], 1).max(1).values
+        for r, s in zip(reach.tolist(), strides.tolist(), strict=True):
+            lo, hi = ranges[int(s)]
+            assert lo < r <= hi, (side, s, r)
+        assert ((pts - (box[0, :2] + side / 2)).abs() < 1.5 * strides[:, None]).all()
+    small = head.assign(out.points, out.strides, torch.tensor([[20.0, 20.0, 60.0, 60.0]]))
+    assert out.strides[small == 0].unique().tolist() == [8.0]
+
+
+def test_smallest_box_wins_a_location_claimed_by_two():
+    head, out = _head_and_output()
+    boxes = torch.tensor([[0.0, 0.0, 60.0, 60.0], [20.0, 20.0, 44.0, 44.0]])
+    matched = head.assign(out.points, out.strides, boxes)
+    at_centre = (out.points == torch.tensor([28.0, 28.0])).all(1) & (out.strides == 8)
+    assert matched[at_centre].item() == 1
+
+
+def test_background_inside_an_ignore_region_gets_no_classification_loss():
+    head, out = _head_and_output()
+    target = {"boxes": torch.tensor([[10.0, 10.0, 50.0, 50.0]]), "labels": torch.tensor([0])}
+    ignore = torch.tensor([[120.0, 120.0, 220.0, 220.0]])
+    plain = head.loss(out, [target])
+    with_ignore = head.loss(out, [{**target, "ignore": ignore}])
+    assert with_ignore["cls"] < plain["cls"]
+    assert torch.equal(with_ignore["box"], plain["box"])
+
+    grad = torch.autograd.grad(with_ignore["cls"], out.cls_logits)[0][0].abs().sum(-1)
+    inside = ((out.points > 120) & (out.points < 220)).all(1)
+    assert (grad[inside] == 0).all()
+    assert (grad[~inside] > 0).all()
+
+
+def test_postprocess_decodes_a_confident_location_to_its_box():
+    head, out = _head_and_output()
+    with torch.no_grad():
+        out.cls_logits.fill_(-10.0)
+        out.centerness.fill_(10.0)
+        loc = int(((out.points == torch.tensor([100.0, 100.0])).all(1) & (out.strides == 8)).nonzero()[0])
+        out.cls_logits[0, loc, 1] = 10.0
+        out.box_ltrb[0, loc] = torch.tensor([30.0, 20.0, 10.0, 40.0])
+    (det,) = head.postprocess(out, conf=0.5, iou=0.5, max_det=10)
+    assert det.labels.tolist() == [1]
+    assert det.boxes.tolist() == [[70.0, 80.0, 110.0, 140.0]]

@@ -1,0 +1,109 @@
+"""Video: a clip in (built here from real images, or synthetic ones without ../shared), an annotated video and a
+JSON-lines file of per-frame detections out, the same detections as predicting on the decoded frames."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+from test_infer_api import IMAGES, REAL, assert_same, synthetic_images, write_weights
+
+import hydradet
+from hydradet.cli import main
+from hydradet.infer.video import VideoWriter, read_frames
+
+SIZE = (160, 120)  # (w, h)
+FPS = 5
+
+
+def clip_frames() -> list[np.ndarray]:
+    if IMAGES.is_dir():
+        return [np.array(Image.open(p).convert("RGB").resize(SIZE)) for p in REAL[:4]]
+    return [np.array(Image.fromarray(a).resize(SIZE)) for a in synthetic_images(4)]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    return write_weights(tmp_path_factory.mktemp("w") / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """Written with PyAV directly, not with our writer, so a writer bug cannot hide a reader bug."""
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = *SIZE, "yuv420p"
+        for image in clip_frames():
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_video_in_gives_an_annotated_video_and_jsonl_with_the_frames_detections(weights: Path, clip: Path, tmp_path):
+    out = tmp_path / "out"
+    assert main(["predict", str(weights), str(clip), "--conf", "person=0.9,animal=0.7", "--out", str(out)]) == 0
+    lines = [json.loads(line) for line in (out / "clip.jsonl").read_text().splitlines()]
+    assert [r["frame"] for r in lines] == [0, 1, 2, 3]
+    assert [r["time"] for r in lines] == [i / FPS for i in range(4)]
+    assert all(r["width"] == SIZE[0] and r["height"] == SIZE[1] for r in lines)
+
+    # The same detections as the API on the frames as decoded.
+    decoded = list(read_frames(clip))
+    assert len(decoded) == 4 and decoded[0].shape == (SIZE[1], SIZE[0], 3)
+    api = hydradet.load(weights).predict(decoded, conf={"person": 0.9, "animal": 0.7})
+    assert [r["heads"] for r in lines] == [r.to_json()["heads"] for r in api]
+    assert sum(len(d) for r in lines for d in r["heads"].values()) > 0  # something was drawn
+    for r in lines:
+        assert all(d["score"] > 0.9 for d in r["heads"]["person"])  # per-head conf honoured
+        assert all(d["score"] > 0.7 for d in r["heads"]["animal"])
+
+    annotated = list(read_frames(out / "clip.mp4"))
+    assert len(annotated) == 4 and annotated[0].shape == decoded[0].shape
+    drawn = [a.plot() for a in api]
+    # Lossy codecs: the annotated frames resemble the drawings far more than the undrawn frames do.
+    for got, want, plain in zip(annotated, drawn, decoded, strict=True):
+        if not np.array_equal(want, plain):
+            assert np.abs(got.astype(int) - want).mean() < np.abs(got.astype(int) - plain).mean()
+
+
+def test_predict_on_a_video_path_gives_one_result_per_frame(weights: Path, clip: Path):
+    model = hydradet.load(weights)
+    results = model.predict(clip, conf=0.7, heads=["person"])
+    assert [r.frame for r in results] == [0, 1, 2, 3] and all(r.path == clip for r in results)
+    assert_same(results, model.predict(list(read_frames(clip)), conf=0.7, heads=["person"]), atol=1e-5)
+
+
+def test_videos_and_images_together_from_the_cli(weights: Path, clip: Path, tmp_path: Path, capsys):
+    image = tmp_path / "still.png"
+    Image.fromarray(synthetic_images(1)[0]).save(image)
+    out = tmp_path / "out"
+    assert main(["predict", str(weights), str(clip), str(image), "--heads", "person", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["clip.jsonl", "clip.mp4", "predictions.json", "still.jpg"]
+    assert all(list(r["heads"]) == ["person"] for r in map(json.loads, (out / "clip.jsonl").read_text().splitlines()))
+    summary = capsys.readouterr().out
+    assert "1 images, 1 videos: 5 frames" in summary and "animal" not in summary
+
+
+def test_odd_frame_sizes_are_padded_for_the_encoder(tmp_path: Path):
+    frames = [np.full((121, 161, 3), v, np.uint8) for v in (0, 128, 255)]
+    with VideoWriter(tmp_path / "odd.mp4", Fraction(10)) as writer:
+        for f in frames:
+            writer.write(f)
+    back = list(read_frames(tmp_path / "odd.mp4"))
+    assert len(back) == 3 and back[0].shape == (122, 162, 3)
+    assert abs(int(back[1][:121, :161].mean()) - 128) <= 3
+
+
+def test_an_unreadable_video_is_a_user_error(weights: Path, tmp_path: Path, capsys):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00" * 1000)
+    assert main(["predict", str(weights), str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "broken.mp4: not a readable video" in capsys.readouterr().err
