@@ -5,7 +5,7 @@ synthetic world written to a temporary folder. Measured in one run:
   - loader: the trainer's DataLoader (the config's workers, augmentation on) iterated with no model;
   - per-image loader cost in one process with one thread (as a worker has), augmentation on and off;
   - train step: train_step() on batches already in memory (no loader);
-  - end to end: the loader feeding train_step, as in a training epoch.
+  - end to end: the loader feeding train_step, as in a training epoch, augmentation on and off.
 The loader is the bottleneck when its images/s fall below the train step's (ratio < 1).
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/loader_speed.py
@@ -65,7 +65,7 @@ def images_per_s(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=200, help="training images per source in the synthetic world")
-    ap.add_argument("--batches", type=int, default=12, help="batches timed per measurement")
+    ap.add_argument("--batches", type=int, default=20, help="batches timed per measurement")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,6 +94,7 @@ def main() -> None:
         in_memory = list(itertools.islice(iter(make_loader(cfg, 0)), n + 1))
         step_ips = images_per_s(in_memory, n, step)
         end_to_end = images_per_s(make_loader(cfg, workers), n, step)
+        end_to_end_plain = images_per_s(make_loader(off, workers), n, step)
 
     ratio = loader_ips / step_ips
     print(
@@ -106,7 +107,8 @@ def main() -> None:
     print(f"| loader alone ({workers} workers, augmentation on) | {loader_ips:.0f} |")
     print(f"| train step alone (batches in memory) | {step_ips:.1f} |")
     print(f"| **ratio loader / train step** | **{ratio:.1f}x** |")
-    print(f"| end to end (loader feeding the train step) | {end_to_end:.1f} |")
+    print(f"| end to end (loader feeding the train step), augmentation on | {end_to_end:.1f} |")
+    print(f"| end to end (loader feeding the train step), augmentation off | {end_to_end_plain:.1f} |")
     print(f"| one loader process, augmentation on: {1000 / one_aug:.1f} ms/image | {one_aug:.0f} |")
     print(f"| one loader process, augmentation off: {1000 / one_plain:.1f} ms/image | {one_plain:.0f} |")
     verdict = "is NOT" if ratio > 1 else "IS"

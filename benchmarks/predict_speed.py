@@ -12,6 +12,7 @@ Both backends use torch's thread count (OMP_NUM_THREADS, else the cores).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 from PIL import Image
 
@@ -82,7 +84,10 @@ def main() -> None:
             runs[(name, 8, "all, end to end")] = lambda m=model: m.predict(pictures, batch=8)
         ms = _time(runs, args.rounds)
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; weights: {args.weights or 'random init'}")
+    load = "/".join(f"{v:.1f}" for v in os.getloadavg())
+    threads = f"{torch.get_num_threads()} threads of {os.cpu_count()} cores"
+    print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, {threads}, load {load} (1/5/15 min)")
+    print(f"weights: {args.weights or 'random init'}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
     print(f"images: {'8 COCO train images' if IMAGES.is_dir() else 'random pixels'}, letterboxed to 256\n")
     print("| batch | heads | PyTorch ms/img | onnxruntime ms/img | PyTorch / onnxruntime |")
     print("|---|---|---|---|---|")

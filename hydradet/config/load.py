@@ -127,7 +127,7 @@ def _explain(err: ValidationError, data: dict[str, Any]) -> str:
             allowed = _allowed_keys(parent)
             hint = difflib.get_close_matches(name, allowed, n=1)
             lines.append(
-                f"  {key}: unknown key{f'; did you mean `{hint[0]}`?' if hint else ''} "
+                f"  {key}: unknown key{f'; did you mean `{hint[0]}`?' if hint else '.'} "
                 f"Accepted keys here: {', '.join(allowed)}"
             )
         elif e["type"] == "missing":

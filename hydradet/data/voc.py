@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hydradet.data.records import DataError, ImageRecord, SplitRecords, clean_boxes
+from hydradet.data.records import IMAGE_MISSING, DataError, ImageRecord, SplitRecords, clean_boxes, to_file_size
 
 
 def read_voc(path: Path) -> SplitRecords:
@@ -21,18 +21,21 @@ def read_voc(path: Path) -> SplitRecords:
     parsed = [_parse(x) for x in xml_files]
     names = sorted({obj[0] for _, _, _, objs in parsed for obj in objs})
     out = SplitRecords(records=[], class_names=names)
-    for filename, w, h, objects in parsed:
+    for xml_path, (filename, w, h, objects) in zip(xml_files, parsed, strict=True):
         image = root / "JPEGImages" / filename
-        if not image.is_file():
-            out.skip("image file missing")
+        if not image.exists():
+            out.skip(IMAGE_MISSING, where=f"{image} (named in {xml_path})")
+            continue
+        size = out.probe(image)
+        if size is None:
             continue
         kept = [o for o in objects if not o[1]]
         if len(kept) < len(objects):
             # Ignore regions (neither positive nor negative) are not supported yet: counted, not trained on.
             out.skip("difficult object (not used as a box)", len(objects) - len(kept))
-        boxes = np.array([o[2] for o in kept], np.float32).reshape(-1, 4)
-        boxes, classes = clean_boxes(boxes, [o[0] for o in kept], w, h, out)
-        out.records.append(ImageRecord(image, boxes, classes, w, h))
+        boxes = to_file_size(np.array([o[2] for o in kept], np.float32).reshape(-1, 4), (w, h), size, image, out)
+        boxes, classes = clean_boxes(boxes, [o[0] for o in kept], *size, out, str(xml_path))
+        out.records.append(ImageRecord(image, boxes, classes, *size))
     return out
 
 

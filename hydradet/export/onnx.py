@@ -13,14 +13,15 @@ Raw outputs per head (`raw=True`), for your own NMS:
   `<head>_boxes` (batch, L, 4) xyxy and `<head>_scores` (batch, L, C) = sqrt(class probability x centerness),
   for all L locations of the stride 8/16/32 grids.
 
-Opset 17 by default (NonMaxSuppression needs >= 11; 17 is what current runtimes all take). Traced with torch's
-TorchScript-based exporter (`dynamo=False`): it maps our NMS to the one ONNX node with a symbolic function, which
-the dynamo exporter would need onnxscript for. `metadata_props` carry the heads, classes, imgsz, the letterbox
-convention and the NMS settings, so a runtime needs nothing else.
+Opset 17 by default, or newer with `opset` (NonMaxSuppression needs >= 11; the tests check 17 in onnxruntime).
+Traced with torch's TorchScript-based exporter (`dynamo=False`): it maps our NMS to the one ONNX node with a
+symbolic function, which the dynamo exporter would need onnxscript for. `metadata_props` carry the heads, classes,
+imgsz, the letterbox convention and the NMS settings, so a runtime needs nothing else.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import warnings
@@ -110,7 +111,8 @@ def export_onnx(
     base = dict.fromkeys(model.heads, HeadSettings(d["conf"], d["iou"], d["max_det"]))
     nms = None if raw else resolve(names, base, conf, iou, max_det)
 
-    module = ExportModule(model.eval().cpu(), names, nms).eval()
+    # A copy: tracing runs on the CPU, and the caller's model may be serving predictions on a GPU.
+    module = ExportModule(copy.deepcopy(model).eval().cpu(), names, nms).eval()
     # Two images when the batch is dynamic, so that no op gets specialised to a batch of one while tracing.
     example = torch.rand(2 if dynamic_batch else 1, 3, size, size)
     outputs = output_names(names, raw)

@@ -36,11 +36,11 @@ def draw(result: Result, head_order: list[str] | None = None, labels: bool = Tru
             if not labels:
                 continue
             label = f"{head}:{name} {score:.2f}"
-            tb = pen.textbbox((box[0], box[1]), label, font=font, anchor="lb")
+            _, top, right, bottom = pen.textbbox((0, 0), label, font=font)
             # Above the box, or inside it where the box touches the top edge.
-            dy = 0 if tb[1] >= 0 else tb[3] - tb[1]
-            pen.rectangle((tb[0], tb[1] + dy, tb[2], tb[3] + dy), fill=colour)
-            pen.text((box[0], box[1] + dy), label, fill="black", font=font, anchor="lb")
+            y = box[1] - bottom if box[1] >= bottom else box[1]
+            pen.rectangle((box[0], y + top, box[0] + right, y + bottom), fill=colour)
+            pen.text((box[0], y), label, fill="black", font=font)
     return canvas
 
 

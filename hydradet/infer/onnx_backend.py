@@ -27,6 +27,9 @@ class OnnxBackend:
         self._opts = ort.SessionOptions()
         # The same thread count as torch (OMP_NUM_THREADS), so the two backends compare like for like.
         self._opts.intra_op_num_threads = torch.get_num_threads()
+        # No busy-waiting between runs: the letterboxing, decoding and drawing between two batches need those
+        # cores (and torch's threads, in the same process). On a loaded 2-core machine spinning doubled latency.
+        self._opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else None
         try:
             full = ort.InferenceSession(str(self.path), self._opts, providers=self._providers)
