@@ -114,3 +114,21 @@ def test_a_misspelled_source_class_under_labels_is_refused_with_a_suggestion(tmp
     )
     with pytest.raises(ConfigError, match=r"sources\.painted\.labels\.colours\.Red: unknown source class 'Red'; did "):
         SourceDataset(cfg, "painted", "train", train=True)
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "augmented"])
+def test_crowd_regions_reach_their_head_as_ignore_regions_and_move_with_the_image(tmp_path, train):
+    import json
+
+    json_path = _painted_coco(tmp_path, (100, 160))
+    data = json.loads(json_path.read_text())
+    data["annotations"][2]["iscrowd"] = 1  # the blue box becomes a crowd region
+    json_path.write_text(json.dumps(data))
+    cfg = _config(json_path, hflip=1.0)
+    sample = SourceDataset(cfg, "painted", "train", train=train)[0]
+    target = sample.targets["colours"]
+    assert target["labels"].tolist() == [0, 1]  # red and green stay boxes
+    assert target["ignore_labels"].tolist() == [2]
+    x0, y0, x1, y1 = target["ignore"][0].round().int().tolist()
+    inner = sample.image.permute(1, 2, 0).int()[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2]
+    assert ((inner - torch.tensor(COLOURS[2])).abs().max(-1).values < 40).float().mean() > 0.95

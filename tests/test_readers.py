@@ -22,7 +22,9 @@ def test_coco_train_counts_match_the_dataset_readme():
     assert len(split.records) == 337
     assert len(split.class_names) == 80
     assert split.box_counts()["person"] == 644
-    assert sum(len(r.classes) for r in split.records) + split.skipped["iscrowd annotation (not used as a box)"] == 2828
+    crowds = sum(len(r.ignore_classes) for r in split.records)
+    assert crowds == 18  # iscrowd annotations become ignore regions, not boxes
+    assert sum(len(r.classes) for r in split.records) + crowds == 2828
     animals = ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe")
     assert sum(split.box_counts()[a] for a in animals) == 153
 
@@ -108,7 +110,7 @@ def test_voc_malformed_xml_names_line_and_column(tmp_path):
         read_voc(tmp_path)
 
 
-def test_voc_difficult_objects_are_counted_not_trained_on(tmp_path):
+def test_voc_difficult_objects_become_ignore_regions(tmp_path):
     from PIL import Image
 
     (tmp_path / "Annotations").mkdir()
@@ -120,4 +122,5 @@ def test_voc_difficult_objects_are_counted_not_trained_on(tmp_path):
     (tmp_path / "Annotations" / "a.xml").write_text(xml)
     split = read_voc(tmp_path)
     assert split.records[0].classes == ["cat"]
-    assert split.skipped == {"difficult object (not used as a box)": 1}
+    assert split.records[0].ignore_classes == ["dog"]
+    assert split.records[0].ignore.tolist() == [[0, 0, 20, 30]]

@@ -20,6 +20,7 @@ from hydradet.config.schema import AugmentConfig
 PAD_VALUE = 114  # letterbox grey, as YOLO trainers use; `letterbox()` pads with it too
 
 Targets = dict[str, dict[str, Tensor]]
+_IGNORE = "\0ignore"  # suffix of the pseudo-head that carries a head's ignore regions (no head name has a NUL)
 
 
 def _image_hw(flat_inputs: list[Any]) -> tuple[int, int]:
@@ -149,7 +150,17 @@ class Augment:
 
     def __call__(self, image: Tensor, targets: Targets) -> tuple[Tensor, Targets, float]:
         h, w = image.shape[-2:]
-        out_image, out_targets = unpack(self.pipeline(pack(image, targets)), list(targets))
+        # Ignore regions travel as pseudo-heads, so every geometric step moves them with the objects.
+        flat = {head: {"boxes": t["boxes"], "labels": t["labels"]} for head, t in targets.items()}
+        for head, t in targets.items():
+            if "ignore" in t:
+                flat[head + _IGNORE] = {"boxes": t["ignore"], "labels": t["ignore_labels"]}
+        out_image, out_flat = unpack(self.pipeline(pack(image, flat)), list(flat))
+        out_targets = {head: out_flat[head] for head in targets}
+        for head in targets:
+            if head + _IGNORE in out_flat:
+                out_targets[head]["ignore"] = out_flat[head + _IGNORE]["boxes"]
+                out_targets[head]["ignore_labels"] = out_flat[head + _IGNORE]["labels"]
         # The nominal letterbox scale: a training sample's scale is never used to map boxes back (evaluation
         # does not augment), and after a jittered crop no single scale could.
         return out_image, out_targets, self.imgsz / max(h, w)

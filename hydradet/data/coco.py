@@ -86,11 +86,9 @@ def read_coco(json_path: Path, images_dir: Path | None = None) -> SplitRecords:
     out = SplitRecords(records=[], class_names=list(cat_names.values()))
 
     by_image: dict[Any, list[dict]] = {img["id"]: [] for img in data["images"]}
+    crowds: dict[Any, list[dict]] = {img["id"]: [] for img in data["images"]}
     for ann in data["annotations"]:
-        if ann.get("iscrowd", 0):
-            out.skip("iscrowd annotation (not used as a box)")
-            continue
-        by_image[ann["image_id"]].append(ann)
+        (crowds if ann.get("iscrowd", 0) else by_image)[ann["image_id"]].append(ann)
 
     for img in data["images"]:
         path = next((r / img["file_name"] for r in roots if (r / img["file_name"]).exists()), None)
@@ -100,11 +98,15 @@ def read_coco(json_path: Path, images_dir: Path | None = None) -> SplitRecords:
         size = out.probe(path)
         if size is None:
             continue
-        anns = by_image[img["id"]]
-        boxes = xywh_to_xyxy(np.array([a["bbox"] for a in anns], np.float32).reshape(-1, 4))
-        boxes = to_file_size(boxes, (int(img.get("width") or 0), int(img.get("height") or 0)), size, path, out)
+        anns, crowd = by_image[img["id"]], crowds[img["id"]]
+        # Objects and crowd regions are brought to the file's size together: one image, one size warning.
+        both = xywh_to_xyxy(np.array([a["bbox"] for a in anns + crowd], np.float32).reshape(-1, 4))
+        both = to_file_size(both, (int(img.get("width") or 0), int(img.get("height") or 0)), size, path, out)
+        boxes, ignore = both[: len(anns)], both[len(anns) :]
         where = [f"{json_path}: annotation id {a['id']} ({img['file_name']})" for a in anns]
         classes = [cat_names[a["category_id"]] for a in anns]
         boxes, classes = clean_boxes(boxes, classes, *size, out, where)
-        out.records.append(ImageRecord(path, boxes, classes, *size))
+        record = ImageRecord(path, boxes, classes, *size)
+        record.ignore, record.ignore_classes = ignore, [cat_names[a["category_id"]] for a in crowd]
+        out.records.append(record)
     return out

@@ -108,6 +108,8 @@ class SourceDataset(Dataset[Sample]):
             image, scale = letterbox(image, self.imgsz)
             for t in targets.values():
                 t["boxes"] = t["boxes"] * scale
+                if "ignore" in t:
+                    t["ignore"] = t["ignore"] * scale
         return Sample(image, targets, self.source, i, scale, (w, h), skipped=failed)
 
     def _decode(self, i: int) -> tuple[int, Tensor, tuple[str, ...]]:
@@ -133,14 +135,20 @@ class SourceDataset(Dataset[Sample]):
         """Image i's targets for the heads its source labels, in the pixels of the image as decoded (w, h)."""
         rec = self.records[i]
         boxes = torch.from_numpy(rec.boxes).float().reshape(-1, 4)
-        if rec.width and rec.height and (rec.width, rec.height) != size and len(boxes):
+        ignore = torch.from_numpy(rec.ignore).float().reshape(-1, 4)
+        if rec.width and rec.height and (rec.width, rec.height) != size:
             # The annotation was made for another size of this picture (e.g. before a resize): rescale.
-            boxes = boxes * torch.tensor([size[0] / rec.width, size[1] / rec.height] * 2)
+            factor = torch.tensor([size[0] / rec.width, size[1] / rec.height] * 2)
+            boxes, ignore = boxes * factor, ignore * factor
         targets = {}
         for head, cmap in self.class_maps.items():
             keep = [j for j, c in enumerate(rec.classes) if c in cmap]
             labels = torch.tensor([cmap[rec.classes[j]] for j in keep], dtype=torch.long)
             targets[head] = {"boxes": boxes[keep].reshape(-1, 4), "labels": labels}
+            ign = [j for j, c in enumerate(rec.ignore_classes) if c in cmap]
+            if ign:  # only where there are any: most samples carry none and collate stays lean
+                targets[head]["ignore"] = ignore[ign].reshape(-1, 4)
+                targets[head]["ignore_labels"] = torch.tensor([cmap[rec.ignore_classes[j]] for j in ign])
         return targets
 
 

@@ -63,6 +63,10 @@ class ImageRecord:
     classes: list[str]  # the source's class name of each box
     width: int = 0  # 0 = unknown until the image is opened
     height: int = 0
+    # Ignore regions (COCO iscrowd, VOC difficult): neither positives nor negatives in training, and crowd
+    # regions in evaluation (a detection on them is neither rewarded nor punished).
+    ignore: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    ignore_classes: list[str] = field(default_factory=list)
 
 
 @dataclass

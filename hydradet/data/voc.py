@@ -29,13 +29,14 @@ def read_voc(path: Path) -> SplitRecords:
         size = out.probe(image)
         if size is None:
             continue
-        kept = [o for o in objects if not o[1]]
-        if len(kept) < len(objects):
-            # Ignore regions (neither positive nor negative) are not supported yet: counted, not trained on.
-            out.skip("difficult object (not used as a box)", len(objects) - len(kept))
-        boxes = to_file_size(np.array([o[2] for o in kept], np.float32).reshape(-1, 4), (w, h), size, image, out)
-        boxes, classes = clean_boxes(boxes, [o[0] for o in kept], *size, out, str(xml_path))
-        out.records.append(ImageRecord(image, boxes, classes, *size))
+        # `difficult` objects are ignore regions: neither positives nor negatives, as the VOC protocol scores them.
+        kept, difficult = [o for o in objects if not o[1]], [o for o in objects if o[1]]
+        both = np.array([o[2] for o in kept + difficult], np.float32).reshape(-1, 4)
+        both = to_file_size(both, (w, h), size, image, out)  # together: one image, one size warning
+        boxes, classes = clean_boxes(both[: len(kept)], [o[0] for o in kept], *size, out, str(xml_path))
+        record = ImageRecord(image, boxes, classes, *size)
+        record.ignore, record.ignore_classes = both[len(kept) :], [o[0] for o in difficult]
+        out.records.append(record)
     return out
 
 

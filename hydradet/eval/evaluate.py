@@ -32,7 +32,15 @@ def evaluate(
                     s, size = batch.scales[i], batch.orig_sizes[i]
                     # Ground truth straight from the records, in original pixels: only predictions travel back.
                     t = ds.head_targets(batch.indices[i], size)[head]
-                    gts[head].append(ImageBoxes(t["boxes"].numpy(), t["labels"].numpy()))
+                    ignore, ignore_labels = t.get("ignore"), t.get("ignore_labels")
+                    gts[head].append(
+                        ImageBoxes(
+                            t["boxes"].numpy(),
+                            t["labels"].numpy(),
+                            ignore=None if ignore is None else ignore.numpy(),
+                            ignore_labels=None if ignore_labels is None else ignore_labels.numpy(),
+                        )
+                    )
                     boxes = unletterbox(d.boxes.cpu(), s, size)
                     preds[head].append(ImageBoxes(boxes.numpy(), d.labels.cpu().numpy(), d.scores.cpu().numpy()))
     model.train(was_training)
