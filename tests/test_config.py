@@ -96,3 +96,9 @@ def test_every_schema_field_has_its_default_in_default_yaml():
     for section in ("model", "train", "eval", "predict"):
         fields = Config.model_fields[section].annotation.model_fields  # type: ignore[union-attr]
         assert set(fields) == set(defaults[section]), section
+
+
+def test_a_moved_key_says_where_it_went(config_file, capsys):
+    code, err = _run(capsys, str(config_file), "train.hflip=0.5")
+    assert code == 2
+    assert "train.hflip: this key moved to `augment.hflip`" in err

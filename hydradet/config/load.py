@@ -21,6 +21,10 @@ _PATH_KEYS = (("model", "backbone_weights"), ("model", "init"))
 _SOURCE_PATH_KEYS = ("train", "val", "images")
 
 
+# Keys that older configs (e.g. a past run's config.yaml) may still use: old -> new.
+MOVED_KEYS = {"train.hflip": "augment.hflip"}
+
+
 def defaults() -> dict[str, Any]:
     with DEFAULT_YAML.open() as f:
         return yaml.safe_load(f)
@@ -125,6 +129,9 @@ def _explain(err: ValidationError, data: dict[str, Any]) -> str:
         if e["type"] == "extra_forbidden":
             parent, name = loc[:-1], loc[-1]
             allowed = _allowed_keys(parent)
+            if key in MOVED_KEYS:
+                lines.append(f"  {key}: this key moved to `{MOVED_KEYS[key]}`; rename it there")
+                continue
             hint = difflib.get_close_matches(name, allowed, n=1)
             lines.append(
                 f"  {key}: unknown key{f'; did you mean `{hint[0]}`?' if hint else '.'} "
