@@ -124,3 +124,26 @@ def test_voc_difficult_objects_become_ignore_regions(tmp_path):
     assert split.records[0].classes == ["cat"]
     assert split.records[0].ignore_classes == ["dog"]
     assert split.records[0].ignore.tolist() == [[0, 0, 20, 30]]
+
+
+def test_yolo_splits_as_folder_txt_list_list_of_both_and_bare_folder(tmp_path):
+    from PIL import Image
+
+    for folder, n in (("a", 2), ("b", 3)):
+        (tmp_path / "images" / folder).mkdir(parents=True)
+        (tmp_path / "labels" / folder).mkdir(parents=True)
+        for k in range(n):
+            Image.new("RGB", (20, 10)).save(tmp_path / "images" / folder / f"{k}.jpg")
+            (tmp_path / "labels" / folder / f"{k}.txt").write_text("1 0.5 0.5 0.5 0.5\n")
+    # A .txt list with paths relative to the list's folder, as Ultralytics writes them.
+    (tmp_path / "b.txt").write_text("images/b/0.jpg\nimages/b/2.jpg\n")
+    (tmp_path / "data.yaml").write_text(
+        "path: .\ntrain: images/a\nval: b.txt\ntest: [images/a, b.txt]\nnames: {0: cat, 1: dog}\n"
+    )
+    data_yaml = tmp_path / "data.yaml"
+    assert len(read_yolo(data_yaml, "train").records) == 2
+    assert [r.path.name for r in read_yolo(data_yaml, "val").records] == ["0.jpg", "2.jpg"]
+    both = read_yolo(data_yaml, "test")
+    assert len(both.records) == 4 and both.box_counts() == {"cat": 0, "dog": 4}
+    bare = read_yolo(tmp_path / "images" / "b", "train")  # names from the data YAML beside it
+    assert len(bare.records) == 3 and bare.class_names == ["cat", "dog"]
