@@ -5,6 +5,8 @@ on letterboxed real images (../shared/data/coco-train, else random pixels). Time
 NMS for a ready batch (what `predict` spends besides decoding files), median of interleaved rounds so that
 load on a shared machine hits every variant alike. Also the whole `model.predict` on in-memory images.
 Both backends use torch's thread count (OMP_NUM_THREADS, else the cores).
+When `ultralytics` is installed (an optional benchmark extra, never a dependency), YOLO11n built from its yaml
+(random init, nothing downloaded) is timed in the same rounds on the same batches: forward + its NMS.
 
     .venv/bin/python benchmarks/predict_speed.py [--weights best.safetensors] [--rounds 30]
 """
@@ -82,6 +84,10 @@ def main() -> None:
                     settings, _ = model.settings(heads=heads)
                     runs[(name, n, label)] = lambda b=backends[name], x=x, s=settings: b.detect(x, s)
             runs[(name, 8, "all, end to end")] = lambda m=model: m.predict(pictures, batch=8)
+        yolo = _yolo11n()
+        if yolo is not None:
+            for n, x in batches.items():
+                runs[("YOLO11n", n, "all")] = lambda x=x: yolo(x)
         ms = _time(runs, args.rounds)
 
     load = "/".join(f"{v:.1f}" for v in os.getloadavg())
@@ -94,11 +100,37 @@ def main() -> None:
     for n, label in [(1, "all"), (1, "person"), (8, "all"), (8, "person"), (8, "all, end to end")]:
         pt, ox = ms[("PyTorch", n, label)] / n, ms[("onnxruntime", n, label)] / n
         print(f"| {n} | {label} | {pt:.2f} | {ox:.2f} | {pt / ox:.2f}x |")
+    if yolo is not None:
+        params = sum(p.numel() for p in net.parameters()) / 1e6
+        print(f"\nYOLO11n (80 classes, one head; ultralytics, PyTorch) vs hydradet ({params:.2f} M params, 2 heads):")
+        print(f"YOLO11n params: {yolo.params / 1e6:.2f} M\n")
+        print("| batch | YOLO11n ms/img | hydradet PyTorch ms/img | hydradet onnxruntime ms/img | YOLO11n / hydradet |")
+        print("|---|---|---|---|---|")
+        for n in (1, 8):
+            y, pt, ox = (ms[(k, n, "all")] / n for k in ("YOLO11n", "PyTorch", "onnxruntime"))
+            print(f"| {n} | {y:.2f} | {pt:.2f} | {ox:.2f} | {y / pt:.2f}x |")
     print("\n| backend | batch | person only / all heads |")
     print("|---|---|---|")
     for name in backends:
         for n in (1, 8):
             print(f"| {name} | {n} | {ms[(name, n, 'person')] / ms[(name, n, 'all')]:.2f} |")
+
+
+def _yolo11n() -> Callable[[torch.Tensor], object] | None:
+    """YOLO11n's network from its yaml and its NMS, or None without ultralytics."""
+    try:
+        from ultralytics import YOLO
+        from ultralytics.utils.nms import non_max_suppression
+    except ImportError:
+        return None
+    net = YOLO("yolo11n.yaml").model.eval()
+
+    @torch.no_grad()
+    def run(x: torch.Tensor) -> object:
+        return non_max_suppression(net(x)[0], conf_thres=0.25, iou_thres=0.5, max_det=100)
+
+    run.params = sum(p.numel() for p in net.parameters())  # type: ignore[attr-defined]
+    return run
 
 
 def _time(runs: dict, rounds: int) -> dict:

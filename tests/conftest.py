@@ -67,3 +67,32 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def optimizer_state_of(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> list[dict]:
     return [{k: (v.clone() if torch.is_tensor(v) else v) for k, v in optimizer.state[p].items()} for p in params]
+
+
+def assert_alternate_steps_leave_person_untouched(cfg: Config, model: HydraDetector, balancer=None) -> None:
+    """The rule under any training control: after a mixed step (so the person head has optimizer state), steps
+    on animals only leave the person head's weights, optimizer state and balancing parameters bit-identical."""
+    from hydradet.train.optim import build_optimizer
+    from hydradet.train.step import train_step
+
+    opt = build_optimizer(model, cfg.train, balancer)
+    sh = cfg.source_heads()
+    train_step(model, opt, make_batch(cfg, ["persons", "animals"] * 2, seed=1), sh, 0.0, balancer)
+    person_params = list(model.heads["person"].parameters())
+    balance_params = [p for n, p in balancer.named_parameters() if n.endswith(".person")] if balancer else []
+    tracked = person_params + balance_params
+    before, state_before = [p.detach().clone() for p in tracked], optimizer_state_of(opt, tracked)
+    assert all(s for s in state_before), "person head should have optimizer state after its own step"
+    animal_before = snapshot(model.heads["animal"])
+    for k in range(3):
+        losses = train_step(model, opt, make_batch(cfg, ["animals"] * 4, seed=10 + k), sh, 1.0, balancer)
+        assert set(losses) == {"animal"}
+        assert all(p.grad is None for p in tracked)
+    for b, p in zip(before, tracked, strict=True):
+        assert torch.equal(b, p.detach())
+    for sb, sa in zip(state_before, optimizer_state_of(opt, tracked), strict=True):
+        assert sb.keys() == sa.keys()
+        for key in sb:
+            assert torch.equal(torch.as_tensor(sb[key]), torch.as_tensor(sa[key])), key
+    after = snapshot(model.heads["animal"])
+    assert any(not torch.equal(animal_before[k], after[k]) for k in after), "the animal head should have trained"

@@ -47,6 +47,10 @@ def load_config(
     merged = _merge(defaults(), user, "")
     for item in overrides:
         _apply_override(merged, item)
+    _epochs_from_phases(
+        merged,
+        "epochs" in (user.get("train") or {}) or any(o.split("=", 1)[0].strip() == "train.epochs" for o in overrides),
+    )
     try:
         cfg = Config.model_validate(merged)
     except ValidationError as e:
@@ -54,6 +58,25 @@ def load_config(
     if check_paths:
         _check_paths_exist(cfg)
     return cfg
+
+
+def _epochs_from_phases(merged: dict[str, Any], epochs_given: bool) -> None:
+    """With train.phases, the total is the sum of the phases' epochs: train.epochs is set to it. A train.epochs
+    given by the user that says otherwise is an error (a saved run's config.yaml holds both, and they agree)."""
+    train = merged.get("train")
+    phases = train.get("phases") if isinstance(train, dict) else None
+    if not phases or not isinstance(phases, list):
+        return
+    try:
+        total = sum(int(p["epochs"]) for p in phases)
+    except (KeyError, TypeError, ValueError):
+        return  # the schema names what is wrong with the phases
+    if epochs_given and train.get("epochs") != total:
+        raise ConfigError(
+            f"invalid config:\n  train.epochs: {train.get('epochs')!r} conflicts with train.phases, whose epochs "
+            f"sum to {total}; with phases, leave train.epochs out (or set it to {total})"
+        )
+    train["epochs"] = total
 
 
 def dump_config(cfg: Config) -> str:

@@ -73,6 +73,36 @@ class SamplingConfig(Strict):
     ratios: Literal["proportional", "equal"] | TemperatureRatios
 
 
+class BalanceConfig(Strict):
+    """How the heads' losses combine into one step (hydradet/train/balance.py)."""
+
+    method: Literal["fixed", "uncertainty", "dwa", "pcgrad"]
+    weights: dict[str, float]
+    temperature: float = Field(gt=0)
+
+    @field_validator("weights")
+    @classmethod
+    def _non_negative(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {h: w for h, w in v.items() if not w >= 0}
+        if bad:
+            raise ValueError(f"weights must be >= 0; got {bad}")
+        return v
+
+
+class ParamGroupConfig(Strict):
+    """Learning-rate multiplier and weight decay for the parameters under one module prefix."""
+
+    lr_mult: float = Field(default=1.0, ge=0)
+    weight_decay: float | None = Field(default=None, ge=0)  # None: train.weight_decay
+
+
+class PhaseConfig(Strict):
+    """A stage of training: so many epochs with these modules frozen."""
+
+    epochs: int = Field(ge=1)
+    freeze: list[str] = Field(default_factory=list)
+
+
 class TrainConfig(Strict):
     epochs: int = Field(ge=0)
     batch: int = Field(ge=1)
@@ -89,6 +119,9 @@ class TrainConfig(Strict):
     seed: int
     workers: int = Field(ge=0)
     device: Literal["cpu", "cuda", "auto"]
+    balance: BalanceConfig
+    param_groups: dict[str, ParamGroupConfig]
+    phases: list[PhaseConfig]
 
 
 class AugmentConfig(Strict):
@@ -166,7 +199,45 @@ class Config(Strict):
             )
         if not any(s.train for s in self.sources.values()) and self.train.epochs > 0:
             raise KeyedError("sources", "no source has a `train` split, so there is nothing to train on")
+        self._check_train_controls()
         return self
+
+    def _check_train_controls(self) -> None:
+        """Balancing, parameter groups and phases: every head and module they name must exist."""
+        bal = self.train.balance
+        for head in bal.weights:
+            if head not in self.heads:
+                raise KeyedError(
+                    f"train.balance.weights.{head}", f"unknown head; configured heads: {sorted(self.heads)}"
+                )
+        if bal.weights and bal.method != "fixed":
+            raise KeyedError(
+                "train.balance.weights", f"per-head weights are used by method `fixed` only, not {bal.method!r}"
+            )
+        if bal.method == "pcgrad" and self.train.sampling.mode != "mixed":
+            raise KeyedError(
+                "train.balance.method",
+                "pcgrad projects each head's gradient against the others', so it needs every head in each step: "
+                f"it works only with train.sampling.mode=mixed (got {self.train.sampling.mode!r})",
+            )
+        for prefix in self.train.param_groups:
+            if not self.is_module_prefix(prefix):
+                raise KeyedError(f"train.param_groups.{prefix}", self._prefix_help())
+        for i, phase in enumerate(self.train.phases):
+            for prefix in phase.freeze:
+                if not self.is_module_prefix(prefix):
+                    raise KeyedError(f"train.phases.{i}.freeze", f"{prefix!r}: {self._prefix_help()}")
+
+    def is_module_prefix(self, prefix: str) -> bool:
+        """backbone[.*], neck[.*], heads, heads.<head>[.*]. Deeper names are checked against the model."""
+        parts = prefix.split(".")
+        if parts[0] in ("backbone", "neck"):
+            return all(parts)
+        return parts[0] == "heads" and (len(parts) == 1 or parts[1] in self.heads) and all(parts)
+
+    def _prefix_help(self) -> str:
+        heads = ", ".join(f"heads.{h}" for h in self.heads)
+        return f"unknown module prefix; expected backbone, neck, heads or one of: {heads}"
 
     def source_heads(self) -> dict[str, tuple[str, ...]]:
         """Source name -> the heads it supervises: the one rule's table."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from torch import Tensor, nn
 from torchvision.ops import FeaturePyramidNetwork
@@ -14,6 +14,8 @@ from hydradet.model.detect_head import DetectHead, DetectOutput
 
 class HydraDetector(nn.Module):
     """Tensor names are `backbone.*`, `neck.*` and `heads.<head>.*`: what the weights file stores."""
+
+    frozen: tuple[str, ...] = ()  # module prefixes frozen by `freeze`
 
     def __init__(self, model_cfg: ModelConfig, heads: Mapping[str, HeadConfig]) -> None:
         super().__init__()
@@ -27,6 +29,22 @@ class HydraDetector(nn.Module):
                 for name, h in heads.items()
             }
         )
+
+    def freeze(self, prefixes: Iterable[str]) -> None:
+        """Freeze the modules under these name prefixes and unfreeze the rest: a frozen parameter has
+        requires_grad False (grad None, so the optimizer skips it: no step, no moments, no weight decay), and a
+        frozen BatchNorm stays in eval mode (running statistics kept) whenever the model is put in train mode."""
+        self.frozen = tuple(prefixes)
+        for name, p in self.named_parameters():
+            p.requires_grad_(not under(name, self.frozen))
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> HydraDetector:
+        super().train(mode)
+        for name, m in self.named_modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and under(name, self.frozen):
+                m.eval()
+        return self
 
     def features(self, images: Tensor) -> list[Tensor]:
         feats = self.backbone(images)
@@ -46,3 +64,9 @@ class HydraDetector(nn.Module):
             head_feats = feats if idx is None else [f[idx] for f in feats]
             out[name] = self.heads[name](head_feats)
         return out
+
+
+def under(name: str, prefixes: Iterable[str]) -> bool:
+    """Whether a parameter or module name lies under one of the dotted prefixes (`backbone` covers
+    `backbone.body.conv1.weight`, not `backbone2`)."""
+    return any(name == p or name.startswith(p + ".") for p in prefixes)

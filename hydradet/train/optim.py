@@ -1,4 +1,4 @@
-"""Optimizer and learning-rate schedule (linear warmup, then cosine decay), per step."""
+"""Optimizer (parameter groups per module prefix) and learning-rate schedule (linear warmup, then cosine decay)."""
 
 from __future__ import annotations
 
@@ -8,21 +8,45 @@ import torch
 from torch import nn
 
 from hydradet.config.schema import TrainConfig
+from hydradet.errors import ConfigError
+from hydradet.model.detector import under
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Two groups: weights with decay; norm parameters and biases without (decaying them only hurts)."""
-    decay, no_decay = [], []
-    for _name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+def build_optimizer(model: nn.Module, cfg: TrainConfig, extra: nn.Module | None = None) -> torch.optim.Optimizer:
+    """Per `train.param_groups` prefix (longest match wins; the rest is one default group): weights with decay,
+    norm parameters and biases without (decaying them only hurts). Each group carries its `lr_mult` for `set_lr`.
+    Every parameter is registered, frozen or not: a frozen one has grad None and the optimizer skips it.
+    `extra` (the loss balancer's parameters, if it has any): one more group, lr_mult 1, no weight decay."""
+    check_prefixes(model, cfg)
+    by_length = sorted(cfg.param_groups, key=len, reverse=True)
+    buckets: dict[tuple[str | None, bool], list[nn.Parameter]] = {}
+    for key in [None, *cfg.param_groups]:
+        buckets[(key, True)], buckets[(key, False)] = [], []
+    for name, p in model.named_parameters():
+        key = next((k for k in by_length if under(name, [k])), None)
+        buckets[(key, p.ndim > 1)].append(p)
+    groups = []
+    for (key, decays), params in buckets.items():
+        if not params:
+            continue
+        pg = cfg.param_groups.get(key) if key is not None else None
+        wd = (cfg.weight_decay if pg is None or pg.weight_decay is None else pg.weight_decay) if decays else 0.0
+        groups.append({"params": params, "weight_decay": wd, "lr_mult": pg.lr_mult if pg else 1.0})
+    if extra is not None and any(True for _ in extra.parameters()):
+        groups.append({"params": list(extra.parameters()), "weight_decay": 0.0, "lr_mult": 1.0})
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+
+
+def check_prefixes(model: nn.Module, cfg: TrainConfig) -> None:
+    """Every prefix in train.param_groups and train.phases must name at least one parameter of this model."""
+    names = [n for n, _ in model.named_parameters()]
+    keys = [(f"train.param_groups.{k}", k) for k in cfg.param_groups]
+    keys += [(f"train.phases.{i}.freeze", k) for i, ph in enumerate(cfg.phases) for k in ph.freeze]
+    for key, prefix in keys:
+        if not any(under(n, [prefix]) for n in names):
+            raise ConfigError(f"invalid config:\n  {key}: {prefix!r} names no parameter of this model")
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, cfg: TrainConfig) -> float:
@@ -34,5 +58,6 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, cfg: TrainConfig) 
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The scheduled lr, times each group's lr_mult (train.param_groups)."""
     for g in optimizer.param_groups:
-        g["lr"] = lr
+        g["lr"] = lr * g.get("lr_mult", 1.0)

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from hydradet.data.dataset import Batch
 from hydradet.model.detector import HydraDetector
+from hydradet.train.balance import Balancer
 from hydradet.train.rule import check_untouched, clear_grads, clip_grads, rows_per_head
 
 
@@ -31,14 +32,21 @@ def train_step(
     batch: Batch,
     source_heads: Mapping[str, Iterable[str]],
     grad_clip: float = 0.0,
+    balancer: Balancer | None = None,
 ) -> dict[str, float]:
-    """Returns each active head's total loss. Heads without samples keep grad None and are not stepped."""
+    """Returns each active head's total loss (unweighted). Heads without samples keep grad None and are not
+    stepped; so do their balancing parameters. balancer None: the plain sum of the heads' losses."""
     losses = head_losses(model, batch, source_heads)
-    total = sum(sum(terms.values()) for terms in losses.values())
+    totals = {head: sum(terms.values()) for head, terms in losses.items()}
     clear_grads(model)
-    total.backward()  # type: ignore[union-attr]
+    if balancer is None:
+        sum(totals.values()).backward()  # type: ignore[union-attr]
+    else:
+        clear_grads(balancer)
+        balancer.backward(totals, model)  # type: ignore[arg-type]
+        balancer.check_untouched(losses)
     check_untouched(model.heads, losses)
     if grad_clip > 0:
         clip_grads([model.backbone, model.neck], model.heads, losses, grad_clip)
     optimizer.step()
-    return {head: float(sum(t.detach() for t in terms.values())) for head, terms in losses.items()}
+    return {head: float(total.detach()) for head, total in totals.items()}  # type: ignore[union-attr]

@@ -22,6 +22,7 @@ from hydradet.errors import ConfigError
 from hydradet.eval.evaluate import evaluate, format_table
 from hydradet.model.detector import HydraDetector
 from hydradet.model.weights import init_from, save_weights
+from hydradet.train.balance import build_balancer
 from hydradet.train.optim import build_optimizer, lr_factor, set_lr
 from hydradet.train.step import train_step
 
@@ -60,7 +61,9 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
     (run_dir / "weights").mkdir(parents=True)
     (run_dir / "config.yaml").write_text(dump_config(cfg))
     log(f"run: {run_dir}  device: {device}")
-    optimizer = build_optimizer(model, cfg.train)
+    # Balancing may have parameters (uncertainty's s_i): the optimizer trains them beside the model's.
+    balancer = build_balancer(cfg.train.balance, cfg.heads).to(device)
+    optimizer = build_optimizer(model, cfg.train, balancer)
     source_heads = cfg.source_heads()
     total_steps, warmup = cfg.train.epochs * steps, round(cfg.train.warmup_epochs * steps)
 
@@ -68,7 +71,11 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
     best_fitness = -math.inf
     step = 0
     for epoch in range(1, cfg.train.epochs + 1):
-        model.train()
+        frozen = frozen_at(cfg, epoch)
+        if frozen != model.frozen:
+            log(f"  phase from epoch {epoch}: frozen: {', '.join(frozen) or 'nothing'}")
+        model.freeze(frozen)
+        model.train()  # frozen modules' BatchNorm layers stay in eval mode (HydraDetector.train)
         t0 = time.time()
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
@@ -77,7 +84,7 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
         for batch in bar:
             lr = cfg.train.lr * lr_factor(step, total_steps, warmup, cfg.train)
             set_lr(optimizer, lr)
-            losses = train_step(model, optimizer, batch.to(device), source_heads, cfg.train.grad_clip)
+            losses = train_step(model, optimizer, batch.to(device), source_heads, cfg.train.grad_clip, balancer)
             skipped += batch.skipped
             for head, value in losses.items():
                 sums[head] = sums.get(head, 0.0) + value
@@ -85,6 +92,7 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
             bar.set_postfix({h: f"{sums[h] / counts[h]:.3f}" for h in sums}, refresh=False)
             step += 1
         bar.close()
+        balancer.end_epoch({h: sums[h] / counts[h] for h in sums})
         if skipped:
             log(f"  skipped: {len(skipped)} x image failed to decode (replaced by another sample), e.g. {skipped[0]}")
 
@@ -112,6 +120,16 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
         save_weights(model, run_dir / "weights" / "best.safetensors", {"epoch": cfg.train.epochs})
     log(f"done: {run_dir / 'weights' / 'best.safetensors'}  results: {results_csv}")
     return run_dir
+
+
+def frozen_at(cfg: Config, epoch: int) -> tuple[str, ...]:
+    """The module prefixes frozen in this epoch (1-based) by `train.phases`; none without phases."""
+    end = 0
+    for phase in cfg.train.phases:
+        end += phase.epochs
+        if epoch <= end:
+            return tuple(phase.freeze)
+    return ()
 
 
 def describe_data(cfg: Config, train_sets: list[SourceDataset], val_sets: list[SourceDataset]) -> list[str]:
