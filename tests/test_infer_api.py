@@ -29,7 +29,7 @@ from hydradet.infer.settings import SettingError
 from hydradet.model.detector import HydraDetector
 from hydradet.model.weights import save_weights
 
-IMAGES = Path("/work/shared/data/coco-train/images")
+IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-train" / "images"
 # Landscape, portrait, small portrait, greyscale, square: every letterbox case.
 REAL = [IMAGES / f"000000000{n}.jpg" for n in ("009", "036", "049", "086", "078")]
 needs_images = pytest.mark.skipif(not IMAGES.is_dir(), reason=f"{IMAGES} not present (shared data missing)")
