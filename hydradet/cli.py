@@ -93,7 +93,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _val(args: argparse.Namespace) -> int:
-    from hydradet.data.dataset import SourceDataset
+    from hydradet.data.dataset import split_datasets
     from hydradet.eval.evaluate import evaluate, format_table
     from hydradet.model.weights import load_model
     from hydradet.train.trainer import device_from
@@ -109,7 +109,7 @@ def _val(args: argparse.Namespace) -> int:
             )
     device = device_from(cfg.train.device)
     model.to(device)
-    val_sets = [SourceDataset(cfg, s, "val", train=False) for s, src in cfg.sources.items() if src.val]
+    val_sets = split_datasets(cfg, "val")
     if not val_sets:
         raise ConfigError(f"{args.config}: no source has a `val` split to evaluate on")
     print(format_table(evaluate(model, cfg, val_sets, device)))

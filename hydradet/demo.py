@@ -44,10 +44,10 @@ def main() -> int:
     run_dir = train(cfg)
 
     model = load_model(run_dir / "weights" / "best.safetensors")
-    from hydradet.data.dataset import SourceDataset
+    from hydradet.data.dataset import split_datasets
     from hydradet.eval.evaluate import evaluate
 
-    val_sets = [SourceDataset(cfg, s, "val", train=False) for s, src in cfg.sources.items() if src.val]
+    val_sets = split_datasets(cfg, "val")
     metrics = evaluate(model, cfg, val_sets, model.backbone.mean.device)
 
     pictures = run_dir / "predict"

@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from hydradet.config.schema import Config, KeyedError
-from hydradet.errors import ConfigError
+from hydradet.errors import ConfigError, read_yaml
 
 DEFAULT_YAML = Path(__file__).with_name("default.yaml")
 
@@ -40,7 +40,7 @@ def load_config(
         path = Path(source)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
-        user, base = _read_yaml(path), path.resolve().parent
+        user, base = read_yaml(path, ConfigError), path.resolve().parent
     if not isinstance(user, dict):
         raise ConfigError(f"{source}: the config must be a YAML mapping (key: value), got {type(user).__name__}")
     _resolve_paths(user, base)
@@ -82,16 +82,6 @@ def _epochs_from_phases(merged: dict[str, Any], epochs_given: bool) -> None:
 def dump_config(cfg: Config) -> str:
     """The resolved config as YAML (what a run saves beside its weights)."""
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-
-
-def _read_yaml(path: Path) -> Any:
-    try:
-        with path.open() as f:
-            return yaml.safe_load(f) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
 
 
 def _resolve_paths(user: dict[str, Any], base: Path) -> None:

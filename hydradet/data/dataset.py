@@ -152,6 +152,13 @@ class SourceDataset(Dataset[Sample]):
         return targets
 
 
+def split_datasets(cfg: Config, split: str) -> list[SourceDataset]:
+    """Every source's `split` ("train" augments, "val" does not), in config order; sources without it are left out."""
+    return [
+        SourceDataset(cfg, s, split, train=split == "train") for s, src in cfg.sources.items() if getattr(src, split)
+    ]
+
+
 def _check_mapped_classes_exist(cfg: Config, source: str, class_names: list[str]) -> None:
     """A misspelled source class would silently make that head learn its objects as background."""
     for head, mapping in cfg.sources[source].labels.items():

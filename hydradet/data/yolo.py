@@ -14,9 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from hydradet.data.records import LABEL_MISSING, DataError, ImageRecord, SplitRecords, clean_boxes
+from hydradet.errors import read_yaml
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -26,7 +26,7 @@ def read_yolo(path: Path, split: str) -> SplitRecords:
     if path.is_dir():
         names = _names_from_sibling_yaml(path)
         return _read_images(_list_images([path], path), names)
-    data = _load_yaml(path)
+    data = read_yaml(path, DataError)
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a YAML mapping with `path`, `train`, `val` and `names`")
     if "names" not in data:
@@ -39,15 +39,6 @@ def read_yolo(path: Path, split: str) -> SplitRecords:
         raise DataError(f"{path}: key `{split}` is missing; it should name the {split} images folder or list")
     entries = entry if isinstance(entry, list) else [entry]
     return _read_images(_list_images([root / e for e in entries], path), names)
-
-
-def _load_yaml(path: Path) -> object:
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise DataError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
 
 
 def _parse_names(names: object, path: Path) -> list[str]:
@@ -63,7 +54,7 @@ def _parse_names(names: object, path: Path) -> list[str]:
 
 def _names_from_sibling_yaml(folder: Path) -> list[str]:
     for cand in [*folder.parent.glob("*.yaml"), *folder.parent.parent.glob("*.yaml")]:
-        data = _load_yaml(cand)
+        data = read_yaml(cand, DataError)
         if isinstance(data, dict) and "names" in data:
             return _parse_names(data["names"], cand)
     raise DataError(f"{folder}: no data YAML with `names` found beside it; give the data YAML as the split path")

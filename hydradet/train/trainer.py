@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from hydradet.config.load import dump_config
 from hydradet.config.schema import Config
-from hydradet.data.dataset import SourceDataset, collate
+from hydradet.data.dataset import SourceDataset, collate, split_datasets
 from hydradet.data.sampler import SourceBatchSampler, source_probabilities
 from hydradet.errors import ConfigError
 from hydradet.eval.evaluate import evaluate, format_table
@@ -34,8 +34,7 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
 
     # Data, read and checked before anything is written: every source's train split is one stream; the
     # sampler decides how they mix into batches.
-    train_sets = [SourceDataset(cfg, s, "train", train=True) for s, src in cfg.sources.items() if src.train]
-    val_sets = [SourceDataset(cfg, s, "val", train=False) for s, src in cfg.sources.items() if src.val]
+    train_sets, val_sets = split_datasets(cfg, "train"), split_datasets(cfg, "val")
     for line in describe_data(cfg, train_sets, val_sets):
         log(line)
     sizes = [len(ds) for ds in train_sets]
