@@ -103,6 +103,14 @@ class PhaseConfig(Strict):
     freeze: list[str] = Field(default_factory=list)
 
 
+class EmaConfig(Strict):
+    """Model EMA (hydradet/train/ema.py): decay d(n) = decay * (1 - exp(-n / tau)) at the n-th update."""
+
+    enabled: bool
+    decay: float = Field(ge=0, lt=1)
+    tau: float = Field(gt=0)
+
+
 class TrainConfig(Strict):
     epochs: int = Field(ge=0)
     batch: int = Field(ge=1)
@@ -122,6 +130,7 @@ class TrainConfig(Strict):
     balance: BalanceConfig
     param_groups: dict[str, ParamGroupConfig]
     phases: list[PhaseConfig]
+    ema: EmaConfig
 
 
 class AugmentConfig(Strict):

@@ -35,7 +35,8 @@ def save_weights(model: HydraDetector, path: Path, extra: dict[str, Any] | None 
     save_file(state, str(path), metadata={"hydradet": json.dumps(meta)})
 
 
-def read_metadata(path: Path) -> dict[str, Any]:
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
     _refuse_pickle(path)
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -47,7 +48,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
     return json.loads(raw)
 
 
-def load_model(path: Path) -> HydraDetector:
+def load_model(path: str | Path) -> HydraDetector:
     """Build the model the file describes and load its tensors (strict: every tensor must match)."""
     meta = read_metadata(path)
     model_cfg = ModelConfig.model_validate({**meta["model"], "backbone_weights": None, "init": None})
@@ -80,7 +81,7 @@ class InitReport:
         return out
 
 
-def init_from(model: HydraDetector, path: Path) -> InitReport:
+def init_from(model: HydraDetector, path: str | Path) -> InitReport:
     """Copy every tensor of the file whose name and shape match the model's; list the rest."""
     meta = read_metadata(path)
     file_state = load_file(str(path))

@@ -23,6 +23,7 @@ from hydradet.eval.evaluate import evaluate, format_table
 from hydradet.model.detector import HydraDetector
 from hydradet.model.weights import init_from, save_weights
 from hydradet.train.balance import build_balancer
+from hydradet.train.ema import ModelEMA
 from hydradet.train.optim import build_optimizer, lr_factor, set_lr
 from hydradet.train.step import train_step
 
@@ -54,6 +55,8 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
         for line in init_from(model, cfg.model.init).lines():
             log(line)
     model.to(device)
+    # EMA of the weights (train.ema): evaluated and saved instead of the raw model; heads move only on their steps.
+    ema = ModelEMA(model, cfg.train.ema.decay, cfg.train.ema.tau) if cfg.train.ema.enabled else None
 
     # Only now, with data and model known to be good, does the run get a folder.
     run_dir = new_run_dir(cfg.project / cfg.name)
@@ -84,6 +87,8 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
             lr = cfg.train.lr * lr_factor(step, total_steps, warmup, cfg.train)
             set_lr(optimizer, lr)
             losses = train_step(model, optimizer, batch.to(device), source_heads, cfg.train.grad_clip, balancer)
+            if ema is not None:
+                ema.update(model, losses)  # the heads that had samples in this step
             skipped += batch.skipped
             for head, value in losses.items():
                 sums[head] = sums.get(head, 0.0) + value
@@ -92,6 +97,7 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
             step += 1
         bar.close()
         balancer.end_epoch({h: sums[h] / counts[h] for h in sums})
+        final = ema.ema if ema is not None else model  # what is evaluated and saved
         if skipped:
             log(f"  skipped: {len(skipped)} x image failed to decode (replaced by another sample), e.g. {skipped[0]}")
 
@@ -101,7 +107,7 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
         row.update({f"loss/{h}": round(sums[h] / counts[h], 4) for h in sums})
         if val_sets and (epoch % cfg.eval.every == 0 or epoch == cfg.train.epochs):
             t_eval = time.time()
-            metrics = evaluate(model, cfg, val_sets, device)
+            metrics = evaluate(final, cfg, val_sets, device)
             row["eval_s"] = round(time.time() - t_eval, 1)
             log(format_table(metrics))
             for h, m in metrics.items():
@@ -111,12 +117,13 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
             fitness = float(np.mean(scores)) if scores else -math.inf
             if fitness > best_fitness or not (run_dir / "weights" / "best.safetensors").exists():
                 best_fitness = fitness
-                save_weights(model, run_dir / "weights" / "best.safetensors", {"epoch": epoch})
+                save_weights(final, run_dir / "weights" / "best.safetensors", {"epoch": epoch})
         _append_csv(results_csv, row)
-        save_weights(model, run_dir / "weights" / "last.safetensors", {"epoch": epoch})
+        save_weights(final, run_dir / "weights" / "last.safetensors", {"epoch": epoch})
     if not (run_dir / "weights" / "best.safetensors").exists():  # no val data, or no epochs: best is last
-        save_weights(model, run_dir / "weights" / "last.safetensors", {"epoch": cfg.train.epochs})
-        save_weights(model, run_dir / "weights" / "best.safetensors", {"epoch": cfg.train.epochs})
+        final = ema.ema if ema is not None else model
+        save_weights(final, run_dir / "weights" / "last.safetensors", {"epoch": cfg.train.epochs})
+        save_weights(final, run_dir / "weights" / "best.safetensors", {"epoch": cfg.train.epochs})
     log(f"done: {run_dir / 'weights' / 'best.safetensors'}  results: {results_csv}")
     return run_dir
 
