@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 
 from hydradet.config import load_config
+from hydradet.data.dataset import split_datasets
 from hydradet.data.synth import SynthSpec, write_synthetic_world
-from hydradet.eval.evaluate import format_table
-from hydradet.infer.draw import save_drawing
-from hydradet.infer.predict import Predictor
+from hydradet.eval.evaluate import evaluate, format_table
+from hydradet.infer.model import Model
+from hydradet.infer.predict import TorchBackend
 from hydradet.model.weights import load_model
 from hydradet.train.trainer import train
 
@@ -44,16 +45,13 @@ def main() -> int:
     run_dir = train(cfg)
 
     model = load_model(run_dir / "weights" / "best.safetensors")
-    from hydradet.data.dataset import split_datasets
-    from hydradet.eval.evaluate import evaluate
+    metrics = evaluate(model, cfg, split_datasets(cfg, "val"), model.backbone.mean.device)
 
-    val_sets = split_datasets(cfg, "val")
-    metrics = evaluate(model, cfg, val_sets, model.backbone.mean.device)
-
+    # The public predict API, thresholds from the `predict:` defaults.
     pictures = run_dir / "predict"
     images = sorted((world.root / "val" / "images").glob("*.jpg"))[:8]
-    for result in Predictor(model, conf=cfg.predict.conf, iou=cfg.predict.iou)(images):
-        save_drawing(result, list(model.heads), pictures)
+    for result in Model(TorchBackend(model)).predict(images):
+        result.save(pictures / f"{result.path.stem}.jpg")
 
     print("\n[demo] per-head mAP on the fully labelled synthetic val set (best weights):")
     print(format_table(metrics))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw, ImageFont
@@ -42,14 +41,6 @@ def draw(result: Result, head_order: list[str] | None = None, labels: bool = Tru
             pen.rectangle((box[0], y + top, box[0] + right, y + bottom), fill=colour)
             pen.text((box[0], y), label, fill="black", font=font)
     return canvas
-
-
-def save_drawing(result: Result, head_order: list[str], out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = result.path.stem if result.path is not None else "image"
-    path = out_dir / f"{stem}.jpg"
-    draw(result, head_order).save(path, quality=90)
-    return path
 
 
 @cache

@@ -4,7 +4,6 @@ original image pixels. And the PyTorch backend: the model from a weights file, o
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -13,8 +12,8 @@ from torch import Tensor
 
 from hydradet.data.dataset import letterbox, unletterbox
 from hydradet.infer.results import HeadResult, Result
-from hydradet.infer.settings import HeadSettings, SettingError, resolve, select_heads
-from hydradet.infer.sources import Frame, expand, frames
+from hydradet.infer.settings import HeadSettings, SettingError
+from hydradet.infer.sources import Frame
 from hydradet.model.detect_head import Detections
 from hydradet.model.detector import HydraDetector
 
@@ -103,28 +102,3 @@ def _chunks(items: Iterable[Frame], n: int) -> Iterator[list[Frame]]:
             chunk = []
     if chunk:
         yield chunk
-
-
-class Predictor:
-    """A model in memory and fixed settings, called on paths (as the demo does); `hydradet.load(path).predict`
-    is the full API."""
-
-    def __init__(
-        self,
-        model: HydraDetector,
-        heads: list[str] | None = None,
-        conf: float = 0.25,
-        iou: float = 0.5,
-        max_det: int = 100,
-        imgsz: int | None = None,
-        batch: int = 8,
-        device: str | torch.device = "cpu",
-    ) -> None:
-        self.backend = TorchBackend(model, device)
-        self.heads = select_heads(heads, list(self.backend.classes))
-        self.settings = resolve(self.heads, self.backend.defaults(), conf, iou, max_det)
-        self.imgsz = self.backend.check_imgsz(imgsz)
-        self.batch = batch
-
-    def __call__(self, paths: Iterable[str | Path]) -> Iterator[Result]:
-        return run(self.backend, frames(expand(list(paths))), self.settings, self.imgsz, self.batch)
