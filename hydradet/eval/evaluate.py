@@ -26,12 +26,14 @@ def evaluate(
         loader = DataLoader(ds, batch_size=cfg.eval.batch, collate_fn=collate, num_workers=min(cfg.train.workers, 2))
         for batch in loader:
             outputs = model(batch.images.to(device), dict.fromkeys(heads))
-            for head in heads:
-                dets = model.heads[head].postprocess(outputs[head], cfg.eval.conf, cfg.eval.iou, cfg.eval.max_det)
-                for i, d in enumerate(dets):
-                    s, size = batch.scales[i], batch.orig_sizes[i]
-                    # Ground truth straight from the records, in original pixels: only predictions travel back.
-                    t = ds.head_targets(batch.indices[i], size)[head]
+            dets = {
+                h: model.heads[h].postprocess(outputs[h], cfg.eval.conf, cfg.eval.iou, cfg.eval.max_det) for h in heads
+            }
+            for i, (scale, size) in enumerate(zip(batch.scales, batch.orig_sizes, strict=True)):
+                # Ground truth straight from the records, in original pixels: only predictions travel back.
+                targets = ds.head_targets(batch.indices[i], size)
+                for head in heads:
+                    t, d = targets[head], dets[head][i]
                     ignore, ignore_labels = t.get("ignore"), t.get("ignore_labels")
                     gts[head].append(
                         ImageBoxes(
@@ -41,7 +43,7 @@ def evaluate(
                             ignore_labels=None if ignore_labels is None else ignore_labels.numpy(),
                         )
                     )
-                    boxes = unletterbox(d.boxes.cpu(), s, size)
+                    boxes = unletterbox(d.boxes.cpu(), scale, size)
                     preds[head].append(ImageBoxes(boxes.numpy(), d.labels.cpu().numpy(), d.scores.cpu().numpy()))
     model.train(was_training)
     results = {}
