@@ -101,3 +101,16 @@ def test_init_then_training_on_animals_only_leaves_person_head_bit_identical(wor
         assert after[k].equal(before[k]), k
     assert any(not after[k].equal(before[k]) for k in before if k.startswith("heads.animal."))
     assert any(not after[k].equal(before[k]) for k in before if k.startswith("backbone."))
+
+
+@pytest.mark.parametrize("epochs", [1, 0])
+def test_without_val_data_best_is_the_final_model_and_both_files_exist(world: Path, tmp_path: Path, epochs: int):
+    cfg = yaml.safe_load((world / "hydradet.yaml").read_text())
+    del cfg["sources"]["synth_val"]
+    for src in cfg["sources"].values():
+        src["train"] = str(world / src["train"])
+    no_val = tmp_path / "no_val.yaml"
+    no_val.write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(no_val), f"train.epochs={epochs}", f"project={tmp_path}", "name=n", *FAST]) == 0
+    best, last = (load_file(str(tmp_path / "n" / "weights" / f"{w}.safetensors")) for w in ("best", "last"))
+    assert best.keys() == last.keys() and all(best[k].equal(last[k]) for k in best)

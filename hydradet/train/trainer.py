@@ -57,6 +57,7 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
     model.to(device)
     # EMA of the weights (train.ema): evaluated and saved instead of the raw model; heads move only on their steps.
     ema = ModelEMA(model, cfg.train.ema.decay, cfg.train.ema.tau) if cfg.train.ema.enabled else None
+    final = ema.ema if ema is not None else model  # what is evaluated and saved
 
     # Only now, with data and model known to be good, does the run get a folder.
     run_dir = new_run_dir(cfg.project / cfg.name)
@@ -70,7 +71,7 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
     total_steps, warmup = cfg.train.epochs * steps, round(cfg.train.warmup_epochs * steps)
 
     results_csv = run_dir / "results.csv"
-    best_fitness = -math.inf
+    best_fitness: float | None = None  # None until an evaluated epoch has written best.safetensors
     step = 0
     for epoch in range(1, cfg.train.epochs + 1):
         frozen = frozen_at(cfg, epoch)
@@ -97,7 +98,6 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
             step += 1
         bar.close()
         balancer.end_epoch({h: sums[h] / counts[h] for h in sums})
-        final = ema.ema if ema is not None else model  # what is evaluated and saved
         if skipped:
             log(f"  skipped: {len(skipped)} x image failed to decode (replaced by another sample), e.g. {skipped[0]}")
 
@@ -115,15 +115,15 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
             # best = highest mean mAP50-95 over the heads that have val data; judged on evaluated epochs only.
             scores = [m["mAP50-95"] for m in metrics.values() if math.isfinite(m["mAP50-95"])]
             fitness = float(np.mean(scores)) if scores else -math.inf
-            if fitness > best_fitness or not (run_dir / "weights" / "best.safetensors").exists():
+            if best_fitness is None or fitness > best_fitness:
                 best_fitness = fitness
                 save_weights(final, run_dir / "weights" / "best.safetensors", {"epoch": epoch})
         _append_csv(results_csv, row)
         save_weights(final, run_dir / "weights" / "last.safetensors", {"epoch": epoch})
-    if not (run_dir / "weights" / "best.safetensors").exists():  # no val data, or no epochs: best is last
-        final = ema.ema if ema is not None else model
-        save_weights(final, run_dir / "weights" / "last.safetensors", {"epoch": cfg.train.epochs})
-        save_weights(final, run_dir / "weights" / "best.safetensors", {"epoch": cfg.train.epochs})
+    if best_fitness is None:  # never evaluated (no val data, or no epochs): best is the final model
+        names = ("best",) if cfg.train.epochs else ("best", "last")
+        for name in names:
+            save_weights(final, run_dir / "weights" / f"{name}.safetensors", {"epoch": cfg.train.epochs})
     log(f"done: {run_dir / 'weights' / 'best.safetensors'}  results: {results_csv}")
     return run_dir
 
