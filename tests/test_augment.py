@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from test_dataset import _painted_coco
+from test_dataset import _painted_coco, painted_config
 from torch import Tensor
 
 from hydradet.config import load_config
@@ -181,19 +181,9 @@ def test_a_sample_without_boxes_or_heads_passes_through():
 @pytest.mark.parametrize("size", [(160, 100), (100, 160)], ids=["landscape", "portrait"])
 def test_evaluation_samples_are_exactly_letterbox_whatever_the_augment_config(tmp_path: Path, size):
     json_path = _painted_coco(tmp_path, size)
-    raw = {
-        "heads": {"colours": {"task": "detect", "classes": ["red", "green", "blue"]}},
-        "sources": {
-            "painted": {
-                "format": "coco",
-                "train": str(json_path),
-                "labels": {"colours": {"red": "red", "green": "green", "blue": "blue"}},
-            }
-        },
-    }
     heavy = ["augment.hflip=1", "augment.scale=[1.5, 2]", "augment.brightness=0.5", "augment.hue=0.1"]
     for overrides, train in (([*heavy], False), (["augment.enabled=false", *heavy], True)):
-        cfg = load_config(raw, ["model.imgsz=96", *overrides])
+        cfg = painted_config(json_path, "model.imgsz=96", *overrides)
         ds = SourceDataset(cfg, "painted", "train", train=train)
         assert ds.augment is None
         torch.manual_seed(0)

@@ -46,20 +46,18 @@ def _painted_coco(tmp_path: Path, size: tuple[int, int]) -> Path:
     return path
 
 
-def _config(json_path: Path, hflip: float):
+def painted_config(json_path: Path, *overrides: str, split: str = "train", extra_heads: dict | None = None):
+    """A config with head `colours` (red, green, blue) over the painted source `painted`'s `split`."""
+    heads = {"colours": {"task": "detect", "classes": ["red", "green", "blue"]}, **(extra_heads or {})}
+    labels = {"colours": {"red": "red", "green": "green", "blue": "blue"}}
     return load_config(
-        {
-            "heads": {"colours": {"task": "detect", "classes": ["red", "green", "blue"]}},
-            "sources": {
-                "painted": {
-                    "format": "coco",
-                    "train": str(json_path),
-                    "labels": {"colours": {"red": "red", "green": "green", "blue": "blue"}},
-                }
-            },
-        },
-        ["model.imgsz=96", f"augment.hflip={hflip}", *ONLY_FLIP],
+        {"heads": heads, "sources": {"painted": {"format": "coco", split: str(json_path), "labels": labels}}},
+        list(overrides),
     )
+
+
+def _config(json_path: Path, hflip: float):
+    return painted_config(json_path, "model.imgsz=96", f"augment.hflip={hflip}", *ONLY_FLIP)
 
 
 @pytest.mark.parametrize("size", [(160, 100), (100, 160)], ids=["landscape", "portrait"])

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_dataset import COLOURS, _painted_coco
+from test_dataset import COLOURS, _painted_coco, painted_config
 from torch import Tensor, nn
 
-from hydradet.config import load_config
 from hydradet.data.dataset import SourceDataset
 from hydradet.eval.evaluate import evaluate
 from hydradet.model.detect_head import Detections
@@ -43,21 +42,11 @@ class _Oracle(nn.Module):
 @pytest.mark.parametrize("size", [(160, 100), (100, 160)], ids=["landscape", "portrait"])
 def test_a_perfect_detector_scores_map50_one_in_original_pixels(tmp_path, size):
     json_path = _painted_coco(tmp_path, size)
-    cfg = load_config(
-        {
-            "heads": {
-                "colours": {"task": "detect", "classes": ["red", "green", "blue"]},
-                "other": {"task": "detect", "classes": ["red"]},
-            },
-            "sources": {
-                "painted": {
-                    "format": "coco",
-                    "val": str(json_path),
-                    "labels": {"colours": {"red": "red", "green": "green", "blue": "blue"}},
-                }
-            },
-        },
-        ["model.imgsz=64", "train.epochs=0", "train.workers=0"],
+    cfg = painted_config(
+        json_path,
+        *("model.imgsz=64", "train.epochs=0", "train.workers=0"),
+        split="val",
+        extra_heads={"other": {"task": "detect", "classes": ["red"]}},
     )
     results = evaluate(_Oracle(), cfg, [SourceDataset(cfg, "painted", "val", train=False)], torch.device("cpu"))
     assert set(results) == {"colours"}  # `other` is not labelled by any val source: not scored at all
