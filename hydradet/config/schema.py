@@ -130,7 +130,10 @@ class TrainConfig(Strict):
     balance: BalanceConfig
     param_groups: dict[str, ParamGroupConfig]
     phases: list[PhaseConfig]
+    freeze: list[str]
     ema: EmaConfig
+    distill_old_heads: bool
+    distill_weight: float = Field(ge=0)
 
 
 class AugmentConfig(Strict):
@@ -236,6 +239,20 @@ class Config(Strict):
             for prefix in phase.freeze:
                 if not self.is_module_prefix(prefix):
                     raise KeyedError(f"train.phases.{i}.freeze", f"{prefix!r}: {self._prefix_help()}")
+        for prefix in self.train.freeze:
+            if not self.is_module_prefix(prefix):
+                raise KeyedError("train.freeze", f"{prefix!r}: {self._prefix_help()}")
+        if self.train.freeze and self.train.phases:
+            raise KeyedError(
+                "train.freeze",
+                "give either train.freeze (the whole run) or train.phases (a freeze list per phase), not both",
+            )
+        if self.train.distill_old_heads and self.model.init is None:
+            raise KeyedError(
+                "train.distill_old_heads",
+                "distillation needs the model to start from weights: set model.init=PATH/TO/best.safetensors "
+                "(its heads become the old heads that the initial model teaches)",
+            )
 
     def is_module_prefix(self, prefix: str) -> bool:
         """backbone[.*], neck[.*], heads, heads.<head>[.*]. Deeper names are checked against the model."""

@@ -26,6 +26,11 @@ class DetectOutput:
     points: Tensor  # (L, 2): location centres (x, y) in pixels
     strides: Tensor  # (L,)
 
+    def take(self, rows: Tensor) -> DetectOutput:
+        """The outputs of these samples of the batch (locations are the same for every sample)."""
+        c, b, r = self.cls_logits[rows], self.box_ltrb[rows], self.centerness[rows]
+        return DetectOutput(c, b, r, self.points, self.strides)
+
 
 @dataclass
 class Detections:
@@ -114,6 +119,26 @@ class DetectHead(nn.Module):
         loss_ctr = F.binary_cross_entropy_with_logits(out.centerness[fg], ctr_target, reduction="sum")
         return {"cls": loss_cls / num_fg, "box": loss_box / num_fg, "ctr": loss_ctr / num_fg}
 
+    def distill_loss(self, out: DetectOutput, teacher: DetectOutput) -> dict[str, Tensor]:
+        """Match a teacher's outputs on the same images (soft targets; `train.distill_old_heads`).
+
+        Classification and centerness: binary cross-entropy against the teacher's probabilities minus the
+        targets' own entropy, i.e. a KL divergence, zero when the outputs agree. Boxes: L1 between the box
+        sides' distances, in strides. Centerness and boxes are weighted by the teacher's confidence that an
+        object is there (class probability x centerness): its background boxes mean nothing. All terms are
+        normalised by the teacher's soft count of objects, as `loss` is by the count of positives.
+        """
+        p_cls, p_ctr = teacher.cls_logits.sigmoid(), teacher.centerness.sigmoid()
+        weight = p_cls.max(-1).values * p_ctr  # (B, L)
+        norm = max(1.0, float(p_cls.max(-1).values.sum()))
+        loss_cls = _soft_bce(out.cls_logits, p_cls).sum()
+        loss_ctr = (_soft_bce(out.centerness, p_ctr) * weight).sum()
+        # L1 on the distances in strides rather than GIoU: the teacher's boxes may be degenerate (zero area)
+        # where GIoU is 1 even for identical boxes.
+        l1 = ((out.box_ltrb - teacher.box_ltrb).abs().sum(-1) / out.strides).mul(weight)
+        loss_box = l1.sum()
+        return {"distill_cls": loss_cls / norm, "distill_box": loss_box / norm, "distill_ctr": loss_ctr / norm}
+
     @torch.no_grad()
     def assign(self, points: Tensor, strides: Tensor, boxes: Tensor) -> Tensor:
         """FCOS assignment: each location -> the smallest box whose centre region holds it and whose size
@@ -154,6 +179,12 @@ class DetectHead(nn.Module):
             kept = batched_nms(boxes, scores, label, iou)[:max_det]
             results.append(Detections(boxes[kept], scores[kept], label[kept]))
         return results
+
+
+def _soft_bce(logits: Tensor, target: Tensor) -> Tensor:
+    """BCE against soft targets minus the targets' entropy (the KL divergence of two Bernoullis, >= 0)."""
+    entropy = F.binary_cross_entropy(target, target, reduction="none")
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="none") - entropy
 
 
 def _inside_any(points: Tensor, regions: Tensor | None) -> Tensor:

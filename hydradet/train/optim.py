@@ -40,10 +40,11 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, extra: nn.Module | None 
 
 
 def check_prefixes(model: nn.Module, cfg: TrainConfig) -> None:
-    """Every prefix in train.param_groups and train.phases must name at least one parameter of this model."""
+    """Every prefix in train.param_groups, train.phases and train.freeze names at least one parameter of the model."""
     names = [n for n, _ in model.named_parameters()]
     keys = [(f"train.param_groups.{k}", k) for k in cfg.param_groups]
     keys += [(f"train.phases.{i}.freeze", k) for i, ph in enumerate(cfg.phases) for k in ph.freeze]
+    keys += [("train.freeze", k) for k in cfg.freeze]
     for key, prefix in keys:
         if not any(under(n, [prefix]) for n in names):
             raise ConfigError(f"invalid config:\n  {key}: {prefix!r} names no parameter of this model")

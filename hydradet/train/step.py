@@ -10,20 +10,40 @@ from torch import Tensor
 from hydradet.data.dataset import Batch
 from hydradet.model.detector import HydraDetector
 from hydradet.train.balance import Balancer
+from hydradet.train.distill import Distiller
 from hydradet.train.rule import check_untouched, clear_grads, clip_grads, rows_per_head
 
 
 def head_losses(
-    model: HydraDetector, batch: Batch, source_heads: Mapping[str, Iterable[str]]
+    model: HydraDetector,
+    batch: Batch,
+    source_heads: Mapping[str, Iterable[str]],
+    distiller: Distiller | None = None,
 ) -> dict[str, dict[str, Tensor]]:
     """head -> its loss terms, computed over the samples whose source labels it and normalised by its own
-    count of positives. Heads with no such sample are absent (they did not run)."""
+    count of positives. Heads with no such sample are absent (they did not run).
+
+    With a distiller (`train.distill_old_heads`), an old head also runs on the samples whose source does not
+    label it, and gets `distill_*` terms for matching the teacher there (train/distill.py)."""
+    device = batch.images.device
     rows = rows_per_head(batch.sources, source_heads)
-    outputs = model(batch.images, {h: r.to(batch.images.device) for h, r in rows.items()})
-    return {
-        head: model.heads[head].loss(outputs[head], [batch.targets[i][head] for i in idx.tolist()])
-        for head, idx in rows.items()
-    }
+    taught = distiller.rows(batch.sources, source_heads) if distiller is not None else {}
+    # A head that is both labelled and taught in this batch runs once on every row; its outputs are split after.
+    run = {h: None if h in taught else r.to(device) for h, r in rows.items()}
+    run.update({h: r.to(device) for h, r in taught.items() if h not in rows})
+    outputs = model(batch.images, run)
+    losses: dict[str, dict[str, Tensor]] = {}
+    for head, idx in rows.items():
+        out = outputs[head].take(idx.to(device)) if head in taught else outputs[head]
+        losses[head] = model.heads[head].loss(out, [batch.targets[i][head] for i in idx.tolist()])
+    if taught:
+        assert distiller is not None
+        soft = distiller.targets(batch.images, taught)
+        for head, idx in taught.items():
+            out = outputs[head].take(idx.to(device)) if head in rows else outputs[head]
+            terms = model.heads[head].distill_loss(out, soft[head])
+            losses.setdefault(head, {}).update({k: v * distiller.weight for k, v in terms.items()})
+    return losses
 
 
 def train_step(
@@ -33,10 +53,11 @@ def train_step(
     source_heads: Mapping[str, Iterable[str]],
     grad_clip: float = 0.0,
     balancer: Balancer | None = None,
+    distiller: Distiller | None = None,
 ) -> dict[str, float]:
     """Returns each active head's total loss (unweighted). Heads without samples keep grad None and are not
     stepped; so do their balancing parameters. balancer None: the plain sum of the heads' losses."""
-    losses = head_losses(model, batch, source_heads)
+    losses = head_losses(model, batch, source_heads, distiller)
     totals = {head: sum(terms.values()) for head, terms in losses.items()}
     clear_grads(model)
     if balancer is None:

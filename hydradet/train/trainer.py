@@ -21,8 +21,9 @@ from hydradet.data.sampler import SourceBatchSampler, source_probabilities
 from hydradet.errors import ConfigError
 from hydradet.eval.evaluate import evaluate, format_table
 from hydradet.model.detector import HydraDetector
-from hydradet.model.weights import init_from, save_weights
+from hydradet.model.weights import init_from, read_metadata, save_weights
 from hydradet.train.balance import build_balancer
+from hydradet.train.distill import Distiller, old_heads_of
 from hydradet.train.ema import ModelEMA
 from hydradet.train.optim import build_optimizer, lr_factor, set_lr
 from hydradet.train.step import train_step
@@ -51,9 +52,16 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
 
     # Model: one backbone and neck, a head per label space; optionally started from a weights file.
     model = HydraDetector(cfg.model, cfg.heads)
+    distiller = None
     if cfg.model.init:
-        for line in init_from(model, cfg.model.init).lines():
+        report = init_from(model, cfg.model.init)
+        for line in report.lines():
             log(line)
+        if cfg.train.distill_old_heads:
+            # The model as loaded is the teacher of the heads it already had (train/distill.py).
+            old = old_heads_of(model, read_metadata(cfg.model.init), report.fresh + report.shape_mismatch)
+            log(f"distill: old heads {', '.join(old) or 'none'} learn from the initial model on other sources")
+            distiller = Distiller(model, old, cfg.train.distill_weight).to(device)
     model.to(device)
     # EMA of the weights (train.ema): evaluated and saved instead of the raw model; heads move only on their steps.
     ema = ModelEMA(model, cfg.train.ema.decay, cfg.train.ema.tau) if cfg.train.ema.enabled else None
@@ -87,7 +95,9 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
         for batch in bar:
             lr = cfg.train.lr * lr_factor(step, total_steps, warmup, cfg.train)
             set_lr(optimizer, lr)
-            losses = train_step(model, optimizer, batch.to(device), source_heads, cfg.train.grad_clip, balancer)
+            losses = train_step(
+                model, optimizer, batch.to(device), source_heads, cfg.train.grad_clip, balancer, distiller
+            )
             if ema is not None:
                 ema.update(model, losses)  # the heads that had samples in this step
             skipped += batch.skipped
@@ -129,7 +139,9 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
 
 
 def frozen_at(cfg: Config, epoch: int) -> tuple[str, ...]:
-    """The module prefixes frozen in this epoch (1-based) by `train.phases`; none without phases."""
+    """The module prefixes frozen in this epoch (1-based): by `train.phases`, else `train.freeze` (whole run)."""
+    if not cfg.train.phases:
+        return tuple(cfg.train.freeze)
     end = 0
     for phase in cfg.train.phases:
         end += phase.epochs
@@ -161,7 +173,10 @@ def describe_data(cfg: Config, train_sets: list[SourceDataset], val_sets: list[S
             lines.append(f"    warning: {n} x {reason}{_first(ds.data.examples.get(reason))}")
     for head in cfg.heads:
         if not any(head in cfg.sources[d.source].labels for d in train_sets):
-            lines.append(f"  note: head {head!r} has no train source; it will not change")
+            moved_by = (
+                "only distillation from model.init can move it" if cfg.train.distill_old_heads else "it will not change"
+            )
+            lines.append(f"  note: head {head!r} has no train source; {moved_by}")
     return lines
 
 
