@@ -60,6 +60,7 @@ class ModelConfig(Strict):
     backbone_norm: Literal["batch", "frozen"]
     neck_width: int = Field(ge=8, le=1024)
     head_convs: int = Field(ge=0, le=8)
+    shared_convs: int = Field(ge=0, le=8)
     imgsz: int = Field(ge=32, le=4096, multiple_of=32)
     init: Path | None
 

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms, generalized_box_iou_loss, sigmoid_focal_loss
 
+from hydradet.model.layers import conv_tower
+
 
 @dataclass
 class DetectOutput:
@@ -39,18 +41,6 @@ class Detections:
     labels: Tensor  # (N,) class index into the head's classes
 
 
-def _tower(width: int, depth: int) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for _ in range(depth):
-        layers += [nn.Conv2d(width, width, 3, padding=1), nn.GroupNorm(_groups(width), width), nn.ReLU(inplace=True)]
-    return nn.Sequential(*layers)
-
-
-def _groups(width: int) -> int:
-    # 8 channels per group, as FCOS's GroupNorm(32) on 256 channels; at most 32 groups.
-    return next(g for g in (32, 16, 8, 4, 2, 1) if (width % g == 0 and width // g >= 8) or g == 1)
-
-
 class DetectHead(nn.Module):
     center_radius = 1.5  # center sampling radius, in strides (torchvision's default)
     focal_alpha, focal_gamma = 0.25, 2.0
@@ -59,8 +49,8 @@ class DetectHead(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.strides = strides
-        self.cls_tower = _tower(width, num_convs)
-        self.box_tower = _tower(width, num_convs)
+        self.cls_tower = conv_tower(width, num_convs)
+        self.box_tower = conv_tower(width, num_convs)
         self.cls_logits = nn.Conv2d(width, num_classes, 3, padding=1)
         self.box_pred = nn.Conv2d(width, 4, 3, padding=1)
         self.ctr_pred = nn.Conv2d(width, 1, 3, padding=1)

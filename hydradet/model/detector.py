@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from torch import Tensor, nn
-from torchvision.ops import FeaturePyramidNetwork
 
 from hydradet.config.schema import HeadConfig, ModelConfig
 from hydradet.model.backbone import Backbone
 from hydradet.model.detect_head import DetectHead, DetectOutput
+from hydradet.model.neck import Neck
 
 
 class HydraDetector(nn.Module):
@@ -22,7 +22,7 @@ class HydraDetector(nn.Module):
         self.model_cfg = model_cfg
         self.head_cfgs = dict(heads)
         self.backbone = Backbone(model_cfg.backbone, model_cfg.backbone_weights, model_cfg.backbone_norm)
-        self.neck = FeaturePyramidNetwork(self.backbone.out_channels, model_cfg.neck_width)
+        self.neck = Neck(self.backbone.out_channels, model_cfg.neck_width, model_cfg.shared_convs)
         self.heads = nn.ModuleDict(
             {
                 name: DetectHead(model_cfg.neck_width, len(h.classes), model_cfg.head_convs, Backbone.strides)
