@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean bench
 
 venv: $(VENV_STAMP)
 
@@ -17,6 +17,12 @@ $(VENV_STAMP): pyproject.toml
 
 demo: venv
 	$(PY) -m hydradet.demo
+
+# The issue-4 benchmarks at their defaults (~30 min + a few minutes on 2 cores; BENCHMARKS.md). YOLO11n rows need
+# the benchmark-only extra: .venv/bin/pip install -e '.[bench]' (without it they are skipped with a note).
+bench: venv
+	$(PY) benchmarks/partial_labels.py --out runs/bench/partial_labels
+	$(PY) benchmarks/heads_scaling.py --out runs/bench/heads_scaling
 
 lint: venv
 	.venv/bin/ruff check hydradet tests benchmarks

@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 import torch
-from PIL import Image
+from _common import COCO_IMAGES, n_params, sample_images, time_interleaved, yolo11n_net, yolo_detect
 
 from hydradet.config import load_config
 from hydradet.data.dataset import letterbox
@@ -35,7 +32,6 @@ from hydradet.infer.predict import TorchBackend
 from hydradet.model.detector import HydraDetector
 from hydradet.model.weights import load_model
 
-IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-train" / "images"
 DEMO = {
     "heads": {
         "person": {"task": "detect", "classes": ["person"]},
@@ -53,13 +49,6 @@ def demo_model(weights: Path | None) -> HydraDetector:
     return HydraDetector(cfg.model, cfg.heads).eval()
 
 
-def images(n: int) -> list[np.ndarray]:
-    paths = sorted(IMAGES.glob("*.jpg"))[:n] if IMAGES.is_dir() else []
-    if len(paths) == n:
-        return [np.array(Image.open(p).convert("RGB")) for p in paths]
-    return [np.random.default_rng(i).integers(0, 256, (480, 640, 3), dtype=np.uint8) for i in range(n)]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", type=Path, default=None, help="a trained .safetensors (default: random init)")
@@ -68,7 +57,7 @@ def main() -> None:
 
     net = demo_model(args.weights)
     heads_all = list(net.heads)
-    pictures = images(8)
+    pictures = sample_images(8)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_onnx(net, Path(tmp) / "demo.onnx", dynamic_batch=True)
         backends = {"PyTorch": TorchBackend(net), "onnxruntime": OnnxBackend(onnx_path)}
@@ -88,13 +77,13 @@ def main() -> None:
         if yolo is not None:
             for n, x in batches.items():
                 runs[("YOLO11n", n, "all")] = lambda x=x: yolo(x)
-        ms = _time(runs, args.rounds)
+        ms = time_interleaved(runs, args.rounds)
 
     load = "/".join(f"{v:.1f}" for v in os.getloadavg())
     threads = f"{torch.get_num_threads()} threads of {os.cpu_count()} cores"
     print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, {threads}, load {load} (1/5/15 min)")
     print(f"weights: {args.weights or 'random init'}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
-    print(f"images: {'8 COCO train images' if IMAGES.is_dir() else 'random pixels'}, letterboxed to 256\n")
+    print(f"images: {'8 COCO train images' if COCO_IMAGES.is_dir() else 'random pixels'}, letterboxed to 256\n")
     print("| batch | heads | PyTorch ms/img | onnxruntime ms/img | PyTorch / onnxruntime |")
     print("|---|---|---|---|---|")
     for n, label in [(1, "all"), (1, "person"), (8, "all"), (8, "person"), (8, "all, end to end")]:
@@ -118,32 +107,15 @@ def main() -> None:
 
 def _yolo11n() -> Callable[[torch.Tensor], object] | None:
     """YOLO11n's network from its yaml and its NMS, or None without ultralytics."""
-    try:
-        from ultralytics import YOLO
-        from ultralytics.utils.nms import non_max_suppression
-    except ImportError:
+    net = yolo11n_net()
+    if net is None:
         return None
-    net = YOLO("yolo11n.yaml").model.eval()
 
-    @torch.no_grad()
     def run(x: torch.Tensor) -> object:
-        return non_max_suppression(net(x)[0], conf_thres=0.25, iou_thres=0.5, max_det=100)
+        return yolo_detect(net, x, conf=0.25, iou=0.5, max_det=100)
 
-    run.params = sum(p.numel() for p in net.parameters())  # type: ignore[attr-defined]
+    run.params = n_params(net)  # type: ignore[attr-defined]
     return run
-
-
-def _time(runs: dict, rounds: int) -> dict:
-    """Median ms per call; every round runs every variant once, in turn."""
-    for fn in runs.values():  # warm-up: first-call allocations, onnxruntime's per-head-subset sessions
-        fn(), fn()
-    samples: dict = {k: [] for k in runs}
-    for _ in range(rounds):
-        for key, fn in runs.items():
-            t0 = time.perf_counter()
-            fn()
-            samples[key].append((time.perf_counter() - t0) * 1000)
-    return {k: statistics.median(v) for k, v in samples.items()}
 
 
 if __name__ == "__main__":
