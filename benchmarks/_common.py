@@ -201,6 +201,18 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
+def stamp(what: str) -> None:
+    """A progress line with the wall-clock time, flushed: long runs show where they are."""
+    print(f"[{time.strftime('%H:%M:%S')}] {what}", flush=True)
+
+
+def write_tables(out: Path, report: str) -> None:
+    """The markdown report on stdout and in out/tables.md, ready for BENCHMARKS.md."""
+    print("\n" + report)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tables.md").write_text(report + "\n")
+
+
 def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1, default=str))
@@ -218,6 +230,12 @@ def pyplot() -> ModuleType | None:
         print("note: matplotlib is not installed: no PNG plots (pip install -e '.[bench]')")
         return None
     return plt
+
+
+def save_plot(fig: Any, path: Path) -> None:
+    """Every benchmark's figures alike: tight layout, 120 dpi."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def detections_to_numpy(d: Detections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

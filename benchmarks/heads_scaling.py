@@ -18,7 +18,6 @@ Target (issue 4): K heads cost at most 1 + 0.15 (K - 1) times one head in latenc
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +35,11 @@ from _common import (
     n_params,
     pyplot,
     sample_images,
+    save_plot,
+    stamp,
     time_interleaved,
     write_json,
+    write_tables,
 )
 
 from hydradet.config import load_config
@@ -166,7 +168,7 @@ def main() -> None:
             measured[(name, "hydradet", k)] = hydra_calls(k_head_config(k, overrides), x1, x8)
             measured[(name, "separate", k)] = separate_calls(k, overrides, x1, x8)
     calls = {(*key, what): fn for key, meas in measured.items() for what, fn in meas.calls.items()}
-    print(f"[{time.strftime('%H:%M:%S')}] timing {len(calls)} calls x {args.rounds} interleaved rounds ...", flush=True)
+    stamp(f"timing {len(calls)} calls x {args.rounds} interleaved rounds ...")
     ms = time_interleaved(calls, args.rounds)
     bound_after = matmul_rate()
     bound = max(bound_before["best"], bound_after["best"])
@@ -217,10 +219,7 @@ def main() -> None:
     out += [markdown_table(hdr, rows), "", "Absolute numbers (noisy across runs: compare the ratios):", ""]
     hdr = ["variant", "model", "K", "params M", "GFLOPs", "b1 ms/img", "b8 ms/img", "train step ms"]
     out.append(markdown_table([*hdr, "inference GFLOP/s (b8) / matmul rate"], abs_rows))
-    report = "\n".join(out)
-    print("\n" + report)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "tables.md").write_text(report + "\n")
+    write_tables(args.out, "\n".join(out))
     write_json(args.out / "results.json", {"machine": m, "matmul_gflops": [bound_before, bound_after], "runs": raw})
     _plot(args.out, variants, ks, ms)
     print(f"\ntables: {args.out / 'tables.md'}; raw numbers: {args.out / 'results.json'}; plot: {args.out}/*.png")
@@ -246,8 +245,7 @@ def _plot(out: Path, variants: dict[str, list[str]], ks: list[int], ms: dict) ->
         ax.set_ylabel("/ one head")
         ax.set_title(title)
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "heads_scaling.png", dpi=120)
+    save_plot(fig, out / "heads_scaling.png")
     plt.close("all")
 
 

@@ -54,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("synth", help="write the synthetic two-source world (COCO persons, YOLO animals)")
     p.add_argument("out", type=Path)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--attributes",
+        action="store_true",
+        help="instead: an image-level set in UTKFace's layout (images + train/val CSVs: age, gender, race)",
+    )
     p.add_argument("--train-images", type=int, default=None, help="train images per source")
     p.add_argument("--val-images", type=int, default=None)
 
@@ -152,6 +157,8 @@ def _synth(args: argparse.Namespace) -> int:
 
     from hydradet.data.synth import SynthSpec, write_synthetic_world
 
+    if args.attributes:
+        return _synth_attributes(args)
     spec = SynthSpec(seed=args.seed)
     if args.train_images is not None:
         spec = replace(spec, train_images_per_source=args.train_images)
@@ -159,6 +166,25 @@ def _synth(args: argparse.Namespace) -> int:
         spec = replace(spec, val_images=args.val_images)
     world = write_synthetic_world(args.out, spec)
     print(f"synthetic world in {world.root}; train with: hydradet train {world.config_yaml}")
+    return 0
+
+
+def _synth_attributes(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from hydradet.data.synth_attributes import AttributeSpec, write_attribute_set
+
+    spec = AttributeSpec(seed=args.seed)
+    if args.train_images is not None:
+        spec = replace(spec, train_images=args.train_images)
+    if args.val_images is not None:
+        spec = replace(spec, val_images=args.val_images)
+    out = write_attribute_set(args.out, spec)
+    print(f"{spec.train_images} + {spec.val_images} images in {out.images}; labels in {out.train_csv}, {out.val_csv}")
+    print(
+        "train with: hydradet train examples/hydranet_faces.yaml "
+        f"sources.faces.train={out.train_csv.resolve()} sources.faces.val={out.val_csv.resolve()}"
+    )
     return 0
 
 

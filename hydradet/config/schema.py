@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 BACKBONES = (
     "resnet18",
@@ -23,9 +23,17 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+TASKS = ("detect", "classify", "regress")
+IMAGE_TASKS = ("classify", "regress")  # one label per image: their sources are csv files
+
+
 class HeadConfig(Strict):
-    task: Literal["detect"]
-    classes: list[str] = Field(min_length=1)
+    task: Literal["detect", "classify", "regress"]
+    # detect, classify: the class names in order (ids index this list); regress: none. Checked per task by Config.
+    classes: list[str] = Field(default_factory=list)
+    # regress only: the head predicts (value - mean) / std; None = the train split's, filled in at start.
+    mean: float | None = None
+    std: float | None = Field(default=None, gt=0)
 
     @field_validator("classes")
     @classmethod
@@ -36,17 +44,62 @@ class HeadConfig(Strict):
         return v
 
 
+class ColumnLabel(Strict):
+    """A csv source's label for an image-level head: the CSV column, and for classify how its cells name classes."""
+
+    column: str = Field(min_length=1)
+    values: dict[str, str] | None = None  # CSV cell -> head class; None: the cell is the class name
+
+
 class SourceConfig(Strict):
-    format: Literal["coco", "yolo", "voc"]
+    format: Literal["coco", "yolo", "voc", "csv"]
     train: Path | None = None
     val: Path | None = None
     images: Path | None = None
-    labels: dict[str, dict[str, str]] = Field(min_length=1)
+    image_column: str | None = None  # csv only; None: the CSV's first column
+    # detect heads: {SOURCE_CLASS: HEAD_CLASS}; csv sources: a ColumnLabel per head (`_column_labels` builds them)
+    labels: dict[str, Annotated[dict[str, str] | ColumnLabel, Field(union_mode="left_to_right")]] = Field(min_length=1)
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _column_labels(cls, v: Any, info: ValidationInfo) -> Any:
+        """A csv source names a column per head: `{age: age}` is short for `{age: {column: age}}`, and YAML's
+        number keys under `values` (`{0: male}`) are the CSV cells as text."""
+        if not isinstance(v, dict):
+            return v
+        if info.data.get("format") != "csv":
+            for head, mapping in v.items():
+                if not isinstance(mapping, dict) or not all(isinstance(x, str) for kv in mapping.items() for x in kv):
+                    raise ValueError(
+                        f"head {head!r}: expected SOURCE_CLASS: HEAD_CLASS names, e.g. {{person: person}}; "
+                        f"got {mapping!r}"
+                    )
+            return v
+        out = {}
+        for head, spec in v.items():
+            if isinstance(spec, str):
+                spec = {"column": spec}
+            if not isinstance(spec, dict):
+                raise ValueError(f"head {head!r}: expected a column name or {{column: NAME, values: {{CELL: CLASS}}}}")
+            spec = dict(spec)
+            if isinstance(spec.get("values"), dict):
+                spec["values"] = {str(k): v for k, v in spec["values"].items()}
+            try:
+                out[head] = ColumnLabel.model_validate(spec)
+            except ValidationError as e:
+                problems = "; ".join(f"{'.'.join(map(str, x['loc'])) or head}: {x['msg']}" for x in e.errors())
+                raise ValueError(
+                    f"head {head!r}: {problems}. A csv source labels a head with {{column: NAME}} (regress, or "
+                    "classify with cells that are class names) or {column: NAME, values: {CELL: CLASS}}"
+                ) from None
+        return out
 
     @model_validator(mode="after")
     def _has_a_split(self) -> SourceConfig:
         if self.train is None and self.val is None:
-            raise ValueError("a source needs `train`, `val` or both (a path to its COCO JSON or YOLO data YAML)")
+            raise ValueError(
+                "a source needs `train`, `val` or both (a path to its COCO JSON, YOLO data YAML, VOC root or CSV)"
+            )
         return self
 
     def heads(self) -> tuple[str, ...]:
@@ -187,25 +240,17 @@ class Config(Strict):
     @model_validator(mode="after")
     def _labels_name_known_heads_and_classes(self) -> Config:
         # Errors are raised with the offending key path so that the loader can name it.
+        self._check_heads()
         for sname, src in self.sources.items():
+            if src.image_column is not None and src.format != "csv":
+                raise KeyedError(f"sources.{sname}.image_column", "only csv sources have an image column")
             for hname, mapping in src.labels.items():
                 if hname not in self.heads:
                     raise KeyedError(
                         f"sources.{sname}.labels.{hname}",
                         f"unknown head {hname!r}; configured heads: {sorted(self.heads)}",
                     )
-                if not mapping:
-                    raise KeyedError(
-                        f"sources.{sname}.labels.{hname}",
-                        "empty mapping; map at least one source class, e.g. `{person: person}`",
-                    )
-                known = self.heads[hname].classes
-                for src_cls, head_cls in mapping.items():
-                    if head_cls not in known:
-                        raise KeyedError(
-                            f"sources.{sname}.labels.{hname}.{src_cls}",
-                            f"unknown class {head_cls!r} for head {hname!r}; its classes: {known}",
-                        )
+                self._check_label(sname, src.format, hname, mapping)
         if not self.heads:
             raise KeyedError(
                 "heads", "no heads configured; add e.g. `heads: {person: {task: detect, classes: [person]}}`"
@@ -214,6 +259,54 @@ class Config(Strict):
             raise KeyedError("sources", "no source has a `train` split, so there is nothing to train on")
         self._check_train_controls()
         return self
+
+    def _check_heads(self) -> None:
+        for name, head in self.heads.items():
+            key = f"heads.{name}.classes"
+            if head.task == "detect" and not head.classes:
+                raise KeyedError(key, "a detect head needs its class names, e.g. `classes: [person]`")
+            if head.task == "classify" and len(head.classes) < 2:
+                raise KeyedError(
+                    key, f"a classify head needs at least 2 classes, e.g. [male, female]; got {head.classes}"
+                )
+            if head.task == "regress" and head.classes:
+                raise KeyedError(key, "a regress head predicts one number and has no classes; remove `classes`")
+            if head.task != "regress" and (head.mean is not None or head.std is not None):
+                raise KeyedError(f"heads.{name}.{'mean' if head.mean is not None else 'std'}", "for regress heads only")
+
+    def _check_label(self, sname: str, fmt: str, hname: str, mapping: dict[str, str] | ColumnLabel) -> None:
+        """A detect head takes boxes from coco/yolo/voc sources; an image-level head takes a csv column."""
+        key, head = f"sources.{sname}.labels.{hname}", self.heads[hname]
+        if head.task == "detect" and fmt == "csv":
+            raise KeyedError(
+                key,
+                f"{hname!r} is a detect head: its boxes come from a coco, yolo or voc source, "
+                "while a csv source labels classify and regress heads (one label per image)",
+            )
+        if head.task in IMAGE_TASKS and fmt != "csv":
+            raise KeyedError(
+                key,
+                f"{hname!r} is a {head.task} head: its labels come from a csv source "
+                f"(`format: csv`, a column per head), not from a {fmt} source",
+            )
+        if isinstance(mapping, ColumnLabel):
+            if mapping.values is None:
+                return
+            if head.task == "regress":
+                raise KeyedError(f"{key}.values", "a regress column holds numbers; `values` is for classify heads")
+            for cell, cls in mapping.values.items():
+                if cls not in head.classes:
+                    raise KeyedError(
+                        f"{key}.values.{cell}", f"unknown class {cls!r} for head {hname!r}; its classes: {head.classes}"
+                    )
+            return
+        if not mapping:
+            raise KeyedError(key, "empty mapping; map at least one source class, e.g. `{person: person}`")
+        for src_cls, head_cls in mapping.items():
+            if head_cls not in head.classes:
+                raise KeyedError(
+                    f"{key}.{src_cls}", f"unknown class {head_cls!r} for head {hname!r}; its classes: {head.classes}"
+                )
 
     def _check_train_controls(self) -> None:
         """Balancing, parameter groups and phases: every head and module they name must exist."""

@@ -150,14 +150,16 @@ class Augment:
 
     def __call__(self, image: Tensor, targets: Targets) -> tuple[Tensor, Targets, float]:
         h, w = image.shape[-2:]
-        # Ignore regions travel as pseudo-heads, so every geometric step moves them with the objects.
-        flat = {head: {"boxes": t["boxes"], "labels": t["labels"]} for head, t in targets.items()}
-        for head, t in targets.items():
-            if "ignore" in t:
-                flat[head + _IGNORE] = {"boxes": t["ignore"], "labels": t["ignore_labels"]}
+        # Ignore regions travel as pseudo-heads, so every geometric step moves them with the objects. Image-level
+        # labels (classify, regress) have no geometry: they pass through as they are.
+        boxed = [head for head, t in targets.items() if "boxes" in t]
+        flat = {head: {"boxes": targets[head]["boxes"], "labels": targets[head]["labels"]} for head in boxed}
+        for head in boxed:
+            if "ignore" in targets[head]:
+                flat[head + _IGNORE] = {"boxes": targets[head]["ignore"], "labels": targets[head]["ignore_labels"]}
         out_image, out_flat = unpack(self.pipeline(pack(image, flat)), list(flat))
-        out_targets = {head: out_flat[head] for head in targets}
-        for head in targets:
+        out_targets = {head: out_flat[head] if head in out_flat else dict(t) for head, t in targets.items()}
+        for head in boxed:
             if head + _IGNORE in out_flat:
                 out_targets[head]["ignore"] = out_flat[head + _IGNORE]["boxes"]
                 out_targets[head]["ignore_labels"] = out_flat[head + _IGNORE]["labels"]

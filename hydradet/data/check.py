@@ -33,6 +33,8 @@ class SplitCheck:
     boxes_per_head: dict[str, int] = field(default_factory=dict)  # head -> boxes this split supervises it with
     without_head_boxes: dict[str, int] = field(default_factory=dict)  # head -> images that are all negatives
     unmapped: dict[str, int] = field(default_factory=dict)  # classes mapped to no head -> boxes (ignored)
+    # image-level heads (csv sources): classify head -> images per class; regress head -> min, mean, max
+    labels_per_head: dict[str, dict[str, float]] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     warnings: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[str]] = field(default_factory=dict)
@@ -67,8 +69,14 @@ class DataCheck:
             if s.error:
                 lines.append(f"  ERROR: {s.error}")
                 continue
-            lines.append(f"  images: {s.images} ({s.without_boxes} without boxes)")
-            lines.append(f"  boxes per class: {_counts(s.boxes_per_class)}")
+            if s.labels_per_head:  # a csv source: labels, no boxes
+                lines.append(f"  images: {s.images}")
+            else:
+                lines.append(f"  images: {s.images} ({s.without_boxes} without boxes)")
+                lines.append(f"  boxes per class: {_counts(s.boxes_per_class)}")
+            for head, stats in s.labels_per_head.items():
+                shown = _counts(stats) if "mean" not in stats else ", ".join(f"{k} {v:.4g}" for k, v in stats.items())
+                lines.append(f"  head {head}: {shown}")
             for head, n in s.boxes_per_head.items():
                 lines.append(f"  head {head}: {n} boxes; {s.without_head_boxes[head]} images without {head} boxes")
             if any(s.unmapped.values()):
@@ -120,6 +128,13 @@ def check_dataset(
         out.without_head_boxes[head] = sum(not k for k in keep)
         if heads is not None and head in heads:
             _add_boxes(heads[head], [(r, k) for r, k in zip(ds.records, keep, strict=True) if k])
+    for head, task in ds.image_heads.items():
+        values = np.array([r.image_labels[head] for r in ds.records])
+        if task == "classify":
+            names = ds.class_names[head]
+            out.labels_per_head[head] = {c: int((values == i).sum()) for i, c in enumerate(names)}
+        elif len(values):
+            out.labels_per_head[head] = {"min": values.min(), "mean": values.mean(), "max": values.max()}
     if decode:
         for r in tqdm(ds.records, desc=f"decode {ds.source}/{ds.split}", leave=False):
             try:

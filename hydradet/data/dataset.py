@@ -13,9 +13,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
-from hydradet.config.schema import Config
+from hydradet.config.schema import ColumnLabel, Config
 from hydradet.data.augment import PAD_VALUE, Augment
 from hydradet.data.coco import read_coco
+from hydradet.data.csv_labels import read_csv_labels
 from hydradet.data.records import SplitRecords
 from hydradet.data.voc import read_voc
 from hydradet.data.yolo import read_yolo
@@ -27,7 +28,9 @@ MAX_DECODE_TRIES = 16  # consecutive undecodable images before a source is decla
 @dataclass
 class Sample:
     image: Tensor  # (3, S, S) uint8, letterboxed
-    targets: dict[str, dict[str, Tensor]]  # head -> {"boxes": (G, 4) xyxy letterboxed pixels, "labels": (G,)}
+    # head -> detect: {"boxes": (G, 4) xyxy letterboxed pixels, "labels": (G,)}; classify: {"label": () long};
+    # regress: {"value": () float}. Only the heads the source labels.
+    targets: dict[str, dict[str, Tensor]]
     source: str
     index: int  # the image's index within its split
     scale: float  # letterbox scale: original pixels = letterboxed pixels / scale (padding is right/bottom);
@@ -71,6 +74,8 @@ def read_split(cfg: Config, source: str, split: str) -> SplitRecords:
         return read_coco(path, src.images)
     if src.format == "voc":
         return read_voc(path)
+    if src.format == "csv":
+        return read_csv_labels(cfg, source, split)
     return read_yolo(path, split)
 
 
@@ -86,11 +91,15 @@ class SourceDataset(Dataset[Sample]):
         self.data = records if records is not None else read_split(cfg, source, split)
         self.records = self.data.records
         _check_mapped_classes_exist(cfg, source, self.data.class_names)
-        # head -> (source class name -> head class id); classes mapped to no head are left out here.
+        # head -> (source class name -> head class id), for detect heads; classes mapped to no head are left out.
         self.class_maps = {
             head: {s: cfg.heads[head].classes.index(h) for s, h in mapping.items()}
             for head, mapping in cfg.sources[source].labels.items()
+            if not isinstance(mapping, ColumnLabel)
         }
+        # head -> task, for the image-level heads (csv sources): their labels are in each record's image_labels.
+        self.image_heads = {h: cfg.heads[h].task for h in cfg.sources[source].labels if h not in self.class_maps}
+        self.class_names = {h: cfg.heads[h].classes for h in self.image_heads}
         self.unmapped = {
             c: n for c, n in self.data.box_counts().items() if not any(c in m for m in self.class_maps.values())
         }
@@ -107,6 +116,8 @@ class SourceDataset(Dataset[Sample]):
         else:
             image, scale = letterbox(image, self.imgsz)
             for t in targets.values():
+                if "boxes" not in t:
+                    continue  # an image-level label does not move with the pixels
                 t["boxes"] = t["boxes"] * scale
                 if "ignore" in t:
                     t["ignore"] = t["ignore"] * scale
@@ -149,7 +160,21 @@ class SourceDataset(Dataset[Sample]):
             if ign:  # only where there are any: most samples carry none and collate stays lean
                 targets[head]["ignore"] = ignore[ign].reshape(-1, 4)
                 targets[head]["ignore_labels"] = torch.tensor([cmap[rec.ignore_classes[j]] for j in ign])
+        for head, task in self.image_heads.items():
+            value = rec.image_labels[head]
+            targets[head] = (
+                {"label": torch.tensor(int(value))} if task == "classify" else {"value": torch.tensor(value)}
+            )
         return targets
+
+    def supervision(self) -> dict[str, str]:
+        """head -> what this split gives it, for the summaries: boxes for detect heads, labels for the others."""
+        out = {}
+        for head, cmap in self.class_maps.items():
+            out[head] = f"{sum(c in cmap for r in self.records for c in r.classes)} boxes"
+        for head in self.image_heads:
+            out[head] = f"{sum(head in r.image_labels for r in self.records)} labels"
+        return out
 
 
 def split_datasets(cfg: Config, split: str) -> list[SourceDataset]:
@@ -162,6 +187,8 @@ def split_datasets(cfg: Config, split: str) -> list[SourceDataset]:
 def _check_mapped_classes_exist(cfg: Config, source: str, class_names: list[str]) -> None:
     """A misspelled source class would silently make that head learn its objects as background."""
     for head, mapping in cfg.sources[source].labels.items():
+        if isinstance(mapping, ColumnLabel):
+            continue  # csv columns are checked against the header by the reader
         for src_cls in mapping:
             if src_cls not in class_names:
                 hint = difflib.get_close_matches(src_cls, class_names, n=1)
@@ -169,6 +196,26 @@ def _check_mapped_classes_exist(cfg: Config, source: str, class_names: list[str]
                     f"sources.{source}.labels.{head}.{src_cls}: unknown source class {src_cls!r}"
                     f"{f'; did you mean {hint[0]!r}?' if hint else ''} The source's classes: {class_names}"
                 )
+
+
+def with_regress_stats(cfg: Config, train_sets: list[SourceDataset]) -> Config:
+    """cfg with each regress head's `mean`/`std` set, where the config leaves them out, to its train labels'.
+
+    The head learns (value - mean) / std, so that L1 and the learning rate suit a label on any scale (ages 0-100,
+    prices in thousands); the stats travel in the weights' metadata with the head's config, so predictions come
+    back in the label's units. Config values, not tensors: nothing an optimizer step or the EMA could move.
+    """
+    heads = dict(cfg.heads)
+    for name, head in cfg.heads.items():
+        if head.task != "regress" or (head.mean is not None and head.std is not None):
+            continue
+        values = np.array([r.image_labels[name] for ds in train_sets for r in ds.records if name in r.image_labels])
+        if not len(values):
+            continue  # no train data: the head does not change, and 0 / 1 keep its outputs as they are
+        std = float(values.std()) if values.std() > 0 else 1.0
+        mean = head.mean if head.mean is not None else float(values.mean())
+        heads[name] = head.model_copy(update={"mean": mean, "std": head.std or std})
+    return cfg.model_copy(update={"heads": heads})
 
 
 def load_image(path: Path) -> Tensor:

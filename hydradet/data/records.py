@@ -67,6 +67,8 @@ class ImageRecord:
     # regions in evaluation (a detection on them is neither rewarded nor punished).
     ignore: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     ignore_classes: list[str] = field(default_factory=list)
+    # Image-level heads (csv sources): head -> class id (classify) or value (regress).
+    image_labels: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

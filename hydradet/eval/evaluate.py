@@ -1,12 +1,19 @@
 """Per-head evaluation: each val set is run once, through the heads its source labels; each head is scored
-on its own val data only (a head is never scored on images whose source does not label it)."""
+on its own val data only (a head is never scored on images whose source does not label it).
+
+Metrics by task: detect COCO mAP50-95 and mAP50 (pycocotools); classify top-1 accuracy; regress mean absolute
+error in the label's units.
+"""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from hydradet.config.schema import Config
+from hydradet.config.schema import Config, HeadConfig
 from hydradet.data.dataset import SourceDataset, collate, unletterbox
 from hydradet.eval.coco_map import ImageBoxes, coco_map
 from hydradet.model.detector import HydraDetector
@@ -16,23 +23,35 @@ from hydradet.model.detector import HydraDetector
 def evaluate(
     model: HydraDetector, cfg: Config, val_sets: list[SourceDataset], device: torch.device
 ) -> dict[str, dict[str, float]]:
-    """head -> {"mAP50-95", "mAP50", "images"} over the val splits of the sources that label that head."""
+    """head -> its metrics (METRICS[task]) and "images", over the val splits of the sources that label it."""
     was_training = model.training
     model.eval()
+    tasks = {h: cfg.heads[h].task for h in model.heads}
     gts: dict[str, list[ImageBoxes]] = {h: [] for h in model.heads}
     preds: dict[str, list[ImageBoxes]] = {h: [] for h in model.heads}
+    # Image-level heads: per image, (truth, prediction): class ids (classify) or values (regress).
+    pairs: dict[str, list[tuple[float, float]]] = {h: [] for h in model.heads}
     for ds in val_sets:
         heads = [h for h in cfg.sources[ds.source].heads() if h in model.heads]
         loader = DataLoader(ds, batch_size=cfg.eval.batch, collate_fn=collate, num_workers=min(cfg.train.workers, 2))
         for batch in loader:
             outputs = model(batch.images.to(device), dict.fromkeys(heads))
             dets = {
-                h: model.heads[h].postprocess(outputs[h], cfg.eval.conf, cfg.eval.iou, cfg.eval.max_det) for h in heads
+                h: model.heads[h].postprocess(outputs[h], cfg.eval.conf, cfg.eval.iou, cfg.eval.max_det)
+                if tasks[h] == "detect"
+                else model.heads[h].postprocess(outputs[h]).cpu()
+                for h in heads
             }
             for i, (scale, size) in enumerate(zip(batch.scales, batch.orig_sizes, strict=True)):
                 # Ground truth straight from the records, in original pixels: only predictions travel back.
                 targets = ds.head_targets(batch.indices[i], size)
                 for head in heads:
+                    if tasks[head] == "classify":
+                        pairs[head].append((int(targets[head]["label"]), int(dets[head][i].argmax())))
+                        continue
+                    if tasks[head] == "regress":
+                        pairs[head].append((float(targets[head]["value"]), float(dets[head][i])))
+                        continue
                     t, d = targets[head], dets[head][i]
                     ignore, ignore_labels = t.get("ignore"), t.get("ignore_labels")
                     gts[head].append(
@@ -50,11 +69,44 @@ def evaluate(
     for head in model.heads:
         if gts[head]:
             results[head] = {**coco_map(gts[head], preds[head], cfg.heads[head].classes), "images": len(gts[head])}
+        elif pairs[head]:
+            truth, pred = np.array(pairs[head], np.float64).T
+            if tasks[head] == "classify":
+                results[head] = {"accuracy": float((truth == pred).mean()), "correct": int((truth == pred).sum())}
+            else:
+                results[head] = {"MAE": float(np.abs(truth - pred).mean())}
+            results[head]["images"] = len(truth)
     return results
 
 
-def format_table(results: dict[str, dict[str, float]]) -> str:
-    lines = [f"{'head':<16}{'images':>8}{'mAP50-95':>10}{'mAP50':>8}"]
+# task -> the metrics `evaluate` reports for it, as results.csv names them (`<head>/<metric>`).
+METRICS = {"detect": ("mAP50-95", "mAP50"), "classify": ("accuracy",), "regress": ("MAE",)}
+
+
+def fitness(results: dict[str, dict[str, float]], heads: dict[str, HeadConfig]) -> float:
+    """One number to pick the best epoch by, higher is better: the mean over evaluated heads of a score in
+    [0, 1] per head. detect: mAP50-95; classify: accuracy; regress: 1 / (1 + MAE / std), with std the train
+    labels' spread (the head config's), so that predicting the mean (MAE ~ 0.8 std) scores ~0.55 and a perfect
+    head 1, whatever the label's units. -inf when no head was evaluated."""
+    scores = []
     for head, r in results.items():
-        lines.append(f"{head:<16}{int(r['images']):>8}{r['mAP50-95']:>10.3f}{r['mAP50']:>8.3f}")
+        task = heads[head].task
+        if task == "detect":
+            score = r["mAP50-95"]
+        elif task == "classify":
+            score = r["accuracy"]
+        else:
+            score = 1 / (1 + r["MAE"] / (heads[head].std or 1.0))
+        if math.isfinite(score):
+            scores.append(score)
+    return float(np.mean(scores)) if scores else -math.inf
+
+
+def format_table(results: dict[str, dict[str, float]]) -> str:
+    """One row per head; a column per metric that some head has (a head without it shows -)."""
+    shown = [m for ms in METRICS.values() for m in ms if any(m in r for r in results.values())]
+    lines = [f"{'head':<16}{'images':>8}" + "".join(f"{m:>10}" for m in shown)]
+    for head, r in results.items():
+        cells = "".join(f"{r[m]:>10.3f}" if m in r else f"{'-':>10}" for m in shown)
+        lines.append(f"{head:<16}{int(r['images']):>8}{cells}")
     return "\n".join(lines)

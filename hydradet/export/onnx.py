@@ -9,6 +9,8 @@ Outputs per head, after NMS (the default):
   `<head>_boxes` (batch, max_det, 4) float32 xyxy; `<head>_scores` (batch, max_det) float32, best first;
   `<head>_class_ids` (batch, max_det) int64, an index into the head's classes. Rows past an image's detections
   are padding: boxes 0, score 0, class id -1. conf, NMS IoU and max_det are baked in per head (metadata `nms`).
+Image-level heads, the same with or without `raw`: a classify head gives `<head>_probs` (batch, C) float32 class
+probabilities (softmax); a regress head `<head>_value` (batch,) float32, in the label's units.
 Raw outputs per head (`raw=True`), for your own NMS:
   `<head>_boxes` (batch, L, 4) xyxy and `<head>_scores` (batch, L, C) = sqrt(class probability x centerness),
   for all L locations of the stride 8/16/32 grids.
@@ -70,7 +72,10 @@ class ExportModule(nn.Module):
         outs = self.model(images, dict.fromkeys(self.head_names))
         result: list[Tensor] = []
         for h in self.head_names:
-            boxes, scores = decode(outs[h])
+            if self.model.head_cfgs[h].task != "detect":
+                result.append(self.model.heads[h].postprocess(outs[h]))  # type: ignore[operator]
+                continue
+            boxes, scores = decode(outs[h])  # type: ignore[arg-type]
             if self.nms is None:
                 result += [boxes, scores]
             else:
@@ -79,9 +84,14 @@ class ExportModule(nn.Module):
         return tuple(result)
 
 
-def output_names(heads: list[str], raw: bool) -> list[str]:
-    kinds = ("boxes", "scores") if raw else ("boxes", "scores", "class_ids")
-    return [f"{h}_{k}" for h in heads for k in kinds]
+def output_names(heads: list[str], raw: bool, tasks: dict[str, str] | None = None) -> list[str]:
+    """The file's outputs, per head in order; `tasks` (head -> task) default: every head detects."""
+    kinds = {
+        "detect": ("boxes", "scores") if raw else ("boxes", "scores", "class_ids"),
+        "classify": ("probs",),
+        "regress": ("value",),
+    }
+    return [f"{h}_{k}" for h in heads for k in kinds[(tasks or {}).get(h, "detect")]]
 
 
 def export_onnx(
@@ -109,13 +119,14 @@ def export_onnx(
         raise SettingError(f"opset: {opset}; hydradet exports opset {DEFAULT_OPSET} or newer")
     d = defaults()["predict"]
     base = dict.fromkeys(model.heads, HeadSettings(d["conf"], d["iou"], d["max_det"]))
-    nms = None if raw else resolve(names, base, conf, iou, max_det)
+    tasks = {h: model.head_cfgs[h].task for h in names}
+    nms = None if raw else resolve([h for h in names if tasks[h] == "detect"], base, conf, iou, max_det)
 
     # A copy: tracing runs on the CPU, and the caller's model may be serving predictions on a GPU.
     module = ExportModule(copy.deepcopy(model).eval().cpu(), names, nms).eval()
     # Two images when the batch is dynamic, so that no op gets specialised to a batch of one while tracing.
     example = torch.rand(2 if dynamic_batch else 1, 3, size, size)
-    outputs = output_names(names, raw)
+    outputs = output_names(names, raw, tasks)
     axes = {n: {0: "batch"} for n in ["images", *outputs]} if dynamic_batch else None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -170,6 +181,7 @@ def metadata(
         "hydradet_format": FORMAT_VERSION,
         "heads": heads,
         "classes": {h: model.head_cfgs[h].classes for h in heads},
+        "tasks": {h: model.head_cfgs[h].task for h in heads},
         "imgsz": imgsz,
         "batch": "dynamic" if dynamic_batch else 1,
         "input": INPUT,

@@ -1,4 +1,5 @@
-"""Pictures of detections: one colour per head, the class name and score on each box."""
+"""Pictures of predictions: one colour per head, the class name and score on each box; image-level heads'
+verdicts (`gender: female 0.93`, `age: 34.2`) as lines of text in the top-left corner."""
 
 from __future__ import annotations
 
@@ -28,7 +29,15 @@ def draw(result: Result, head_order: list[str] | None = None, labels: bool = Tru
     longer = max(canvas.size)
     width = max(2, round(longer / 300))
     font = _font(max(10, round(longer / 60)))
+    y = 0
     for head, r in result.heads.items():
+        if not hasattr(r, "boxes"):  # an image-level verdict: a line of text, whatever `labels` says
+            label = f"{head}: {r.text()}"  # type: ignore[union-attr]
+            _, top, right, bottom = pen.textbbox((0, 0), label, font=font)
+            pen.rectangle((0, y + top, right, y + bottom), fill=head_colour(head, order))
+            pen.text((0, y), label, fill="black", font=font)
+            y += bottom
+            continue
         colour = head_colour(head, order)
         for box, score, name in zip(r.boxes.tolist(), r.scores.tolist(), r.names, strict=True):
             pen.rectangle(box, outline=colour, width=width)

@@ -113,7 +113,10 @@ class Model:
         return export_onnx(self.backend.model, target, **options)
 
     def __repr__(self) -> str:
-        heads = ", ".join(f"{h}: {len(c)} classes" for h, c in self.classes.items())
+        tasks = getattr(self.backend, "tasks", {})
+        heads = ", ".join(
+            f"{h}: {'regress' if tasks.get(h) == 'regress' else f'{len(c)} classes'}" for h, c in self.classes.items()
+        )
         return f"Model({self.path}; {heads}; imgsz {self.imgsz})"
 
 

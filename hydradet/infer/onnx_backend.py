@@ -40,6 +40,7 @@ class OnnxBackend:
             raise WeightsError(f"{self.path}: no hydradet metadata; was it written by `hydradet export`?")
         self.heads: list[str] = json.loads(meta["heads"])
         self.classes: dict[str, list[str]] = json.loads(meta["classes"])
+        self.tasks: dict[str, str] = {h: "detect" for h in self.heads} | json.loads(meta.get("tasks", "{}"))
         self.imgsz = int(meta["imgsz"])
         self.raw = meta["outputs"] == "raw"
         self.baked = {h: HeadSettings(**s) for h, s in json.loads(meta.get("nms", "{}")).items()}
@@ -47,12 +48,11 @@ class OnnxBackend:
         self._sessions = {tuple(self.heads): full}
 
     def defaults(self) -> dict[str, HeadSettings]:
-        if not self.raw:
-            return dict(self.baked)
         from hydradet.config.load import defaults
 
         d = defaults()["predict"]
-        return dict.fromkeys(self.heads, HeadSettings(d["conf"], d["iou"], d["max_det"]))
+        # Image-level heads take no thresholds; they get the defaults so that every head has settings.
+        return dict.fromkeys(self.heads, HeadSettings(d["conf"], d["iou"], d["max_det"])) | self.baked
 
     def check_imgsz(self, imgsz: int | None) -> int:
         if imgsz not in (None, self.imgsz):
@@ -71,16 +71,20 @@ class OnnxBackend:
                     "work; otherwise re-export with those values (or with --raw)"
                 )
 
-    def detect(self, images: Tensor, settings: dict[str, HeadSettings]) -> dict[str, list[Detections]]:
+    def detect(self, images: Tensor, settings: dict[str, HeadSettings]) -> dict[str, list[Detections | Tensor]]:
         heads = tuple(h for h in self.heads if h in settings)
         session = self._session(heads)
         step = self.max_batch or len(images)
-        out: dict[str, list[Detections]] = {h: [] for h in heads}
+        out: dict[str, list[Detections | Tensor]] = {h: [] for h in heads}
         for start in range(0, len(images), step):
             x = np.ascontiguousarray(images[start : start + step].numpy(), dtype=np.float32)
             arrays = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": x}), strict=True))
             for h in heads:
-                out[h] += self._detections(h, arrays, settings[h])
+                if self.tasks[h] == "detect":
+                    out[h] += self._detections(h, arrays, settings[h])
+                else:  # per image: (C,) probabilities or a () value, as the PyTorch backend gives them
+                    kind = "probs" if self.tasks[h] == "classify" else "value"
+                    out[h] += list(torch.from_numpy(arrays[f"{h}_{kind}"]))
         return out
 
     def _detections(self, head: str, arrays: dict[str, np.ndarray], s: HeadSettings) -> list[Detections]:
@@ -101,7 +105,7 @@ class OnnxBackend:
         if heads not in self._sessions:
             onnx, ort = require("onnx"), require("onnxruntime")
             extractor = require("onnx.utils").Extractor(onnx.load(str(self.path)))
-            part = extractor.extract_model(["images"], output_names(list(heads), self.raw))
+            part = extractor.extract_model(["images"], output_names(list(heads), self.raw, self.tasks))
             self._sessions[heads] = ort.InferenceSession(
                 part.SerializeToString(), self._opts, providers=self._providers
             )

@@ -1,5 +1,6 @@
-"""The prediction loop shared by every backend: frames -> letterboxed batches -> per-head detections -> results in
-original image pixels. And the PyTorch backend: the model from a weights file, only the requested heads run."""
+"""The prediction loop shared by every backend: frames -> letterboxed batches -> per-head detections (or, for
+image-level heads, class probabilities / values) -> results in original image pixels. And the PyTorch backend:
+the model from a weights file, only the requested heads run."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from torch import Tensor
 
 from hydradet.data.dataset import letterbox, unletterbox
-from hydradet.infer.results import HeadResult, Result
+from hydradet.infer.results import ClassifyResult, HeadResult, RegressResult, Result
 from hydradet.infer.settings import HeadSettings, SettingError
 from hydradet.infer.sources import Frame
 from hydradet.model.detect_head import Detections
@@ -22,6 +23,7 @@ class Backend(Protocol):
     """What runs a letterboxed batch: PyTorch here, onnxruntime in onnx_backend.py."""
 
     classes: dict[str, list[str]]  # every head -> its classes, in model order
+    tasks: dict[str, str]  # every head -> detect | classify | regress
     imgsz: int  # the size it runs at unless asked otherwise
 
     def defaults(self) -> dict[str, HeadSettings]: ...
@@ -32,8 +34,9 @@ class Backend(Protocol):
         """Raise SettingError for settings this backend cannot honour."""
         ...
 
-    def detect(self, images: Tensor, settings: dict[str, HeadSettings]) -> dict[str, list[Detections]]:
-        """images: (B, 3, S, S) float RGB in [0, 1], letterboxed; detections in letterboxed pixels."""
+    def detect(self, images: Tensor, settings: dict[str, HeadSettings]) -> dict[str, list[Detections | Tensor]]:
+        """images: (B, 3, S, S) float RGB in [0, 1], letterboxed. Per head and image: detections in letterboxed
+        pixels; for classify heads (C,) probabilities, for regress heads a () value (settings do not apply)."""
         ...
 
 
@@ -42,6 +45,7 @@ class TorchBackend:
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         self.classes = {h: list(c.classes) for h, c in model.head_cfgs.items()}
+        self.tasks = {h: c.task for h, c in model.head_cfgs.items()}
         self.imgsz = model.model_cfg.imgsz
 
     def defaults(self) -> dict[str, HeadSettings]:
@@ -60,10 +64,15 @@ class TorchBackend:
         pass  # the model applies any thresholds
 
     @torch.inference_mode()
-    def detect(self, images: Tensor, settings: dict[str, HeadSettings]) -> dict[str, list[Detections]]:
+    def detect(self, images: Tensor, settings: dict[str, HeadSettings]) -> dict[str, list[Detections | Tensor]]:
         # Naming only the requested heads means the others never run: one backbone pass, no wasted head.
         out = self.model(images.to(self.device), dict.fromkeys(settings))
-        return {h: self.model.heads[h].postprocess(out[h], s.conf, s.iou, s.max_det) for h, s in settings.items()}
+        return {
+            h: self.model.heads[h].postprocess(out[h], s.conf, s.iou, s.max_det)
+            if self.tasks[h] == "detect"
+            else list(self.model.heads[h].postprocess(out[h]).cpu())
+            for h, s in settings.items()
+        }
 
 
 def run(
@@ -82,7 +91,13 @@ def run(
             yield Result(heads, f.image, f.path, f.frame, backend.classes)
 
 
-def _head_result(d: Detections, scale: float, size: tuple[int, int], names: list[str]) -> HeadResult:
+def _head_result(
+    d: Detections | Tensor, scale: float, size: tuple[int, int], names: list[str]
+) -> HeadResult | ClassifyResult | RegressResult:
+    if isinstance(d, Tensor):  # an image-level head: (C,) probabilities, or a () value
+        if d.ndim == 0:
+            return RegressResult(float(d))
+        return ClassifyResult(d.detach().float().cpu().numpy(), names)
     boxes = unletterbox(d.boxes.detach().float().cpu(), scale, size)
     ids = d.labels.detach().cpu().numpy().astype(np.int64)
     return HeadResult(

@@ -1,4 +1,5 @@
-"""One image's detections, per head, in original image pixels; drawn, saved, or converted for other tools."""
+"""One image's predictions, per head: detections in original image pixels, or an image-level verdict (classify:
+class probabilities; regress: a value); drawn, saved, or converted for other tools."""
 
 from __future__ import annotations
 
@@ -21,8 +22,54 @@ class HeadResult:
 
 
 @dataclass
+class ClassifyResult:
+    """A classify head's verdict on the whole image (Ultralytics' `Probs`: top1, top1conf, top5)."""
+
+    probs: np.ndarray  # (C,) float32, summing to 1, in the head's class order
+    classes: list[str]
+
+    @property
+    def top1(self) -> int:
+        return int(self.probs.argmax())
+
+    @property
+    def top1conf(self) -> float:
+        return float(self.probs.max())
+
+    @property
+    def name(self) -> str:
+        return self.classes[self.top1]
+
+    @property
+    def top5(self) -> list[int]:
+        return [int(i) for i in np.argsort(-self.probs, kind="stable")[:5]]
+
+    def __len__(self) -> int:
+        return 1
+
+    def text(self) -> str:
+        return f"{self.name} {self.top1conf:.2f}"
+
+
+@dataclass
+class RegressResult:
+    """A regress head's value for the whole image, in the label's units."""
+
+    value: float
+
+    def __len__(self) -> int:
+        return 1
+
+    def text(self) -> str:
+        return f"{self.value:.4g}"
+
+
+ImageVerdict = ClassifyResult | RegressResult
+
+
+@dataclass
 class Result:
-    heads: dict[str, HeadResult]  # only the heads that ran
+    heads: dict[str, HeadResult | ImageVerdict]  # only the heads that ran
     orig_img: np.ndarray = field(repr=False)  # (H, W, 3) uint8 RGB
     path: Path | None = None  # the image or video file; None for an in-memory image
     frame: int | None = None  # frame number, for a video
@@ -61,7 +108,7 @@ class Result:
             if self.frame is not None:
                 image_id = f"{stem}#{self.frame}"
         out = []
-        for head, r in self.heads.items():
+        for head, r in self.detections().items():
             rows = zip(r.boxes.tolist(), r.scores.tolist(), r.class_ids.tolist(), r.names, strict=True)
             for (x0, y0, x1, y1), score, cid, name in rows:
                 out.append(
@@ -90,8 +137,12 @@ class Result:
                 class_id=r.class_ids.astype(int),
                 data={"class_name": np.array(r.names, dtype=str)},
             )
-            for head, r in self.heads.items()
+            for head, r in self.detections().items()
         }
+
+    def detections(self) -> dict[str, HeadResult]:
+        """The detect heads' results (image-level heads left out)."""
+        return {h: r for h, r in self.heads.items() if isinstance(r, HeadResult)}
 
     def to_json(self) -> dict[str, Any]:
         """The record `hydradet predict` writes: per head, box (xyxy px), score, class id and name."""
@@ -99,17 +150,24 @@ class Result:
         if self.frame is not None:
             out["frame"] = self.frame
         out |= {"width": self.width, "height": self.height}
-        out["heads"] = {
-            head: [
-                {"box": [round(v, 2) for v in b], "score": round(s, 4), "class_id": int(c), "class": n}
-                for b, s, c, n in zip(r.boxes.tolist(), r.scores.tolist(), r.class_ids, r.names, strict=True)
-            ]
-            for head, r in self.heads.items()
-        }
+        out["heads"] = {head: _json(r) for head, r in self.heads.items()}
         return out
 
     def __repr__(self) -> str:
         where = "image" if self.path is None else str(self.path)
         where += f"#{self.frame}" if self.frame is not None else ""
-        found = ", ".join(f"{h}: {len(r)}" for h, r in self.heads.items())
+        found = ", ".join(f"{h}: {len(r) if isinstance(r, HeadResult) else r.text()}" for h, r in self.heads.items())
         return f"Result({where} {self.width}x{self.height}; {found})"
+
+
+def _json(r: HeadResult | ImageVerdict) -> Any:
+    """detect: a list of boxes; classify: the top class, its score and every class's probability; regress: value."""
+    if isinstance(r, ClassifyResult):
+        probs = {c: round(float(p), 4) for c, p in zip(r.classes, r.probs.tolist(), strict=True)}
+        return {"class_id": r.top1, "class": r.name, "score": round(r.top1conf, 4), "probs": probs}
+    if isinstance(r, RegressResult):
+        return {"value": round(r.value, 4)}
+    return [
+        {"box": [round(v, 2) for v in b], "score": round(s, 4), "class_id": int(c), "class": n}
+        for b, s, c, n in zip(r.boxes.tolist(), r.scores.tolist(), r.class_ids, r.names, strict=True)
+    ]

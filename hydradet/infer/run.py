@@ -16,7 +16,7 @@ from typing import Any
 from tqdm import tqdm
 
 from hydradet.infer.model import Model
-from hydradet.infer.results import Result
+from hydradet.infer.results import ClassifyResult, RegressResult, Result
 from hydradet.infer.sources import count, expand, is_video
 from hydradet.infer.video import predict_video
 
@@ -33,13 +33,18 @@ class Summary:
     def add(self, result: Result) -> None:
         self.frames += 1
         for head, r in result.heads.items():
-            self.counts.update((head, name) for name in r.names)
+            if isinstance(r, ClassifyResult):
+                self.counts[(head, r.name)] += 1  # images per predicted class
+            elif isinstance(r, RegressResult):
+                self.counts[(head, "(value)")] += 1
+            else:
+                self.counts.update((head, name) for name in r.names)
 
     def table(self) -> str:
         per = f" ({1000 * self.seconds / self.frames:.0f} ms each)" if self.frames else ""
         lines = [
             f"{self.images} images, {self.videos} videos: {self.frames} frames in {self.seconds:.1f} s{per}",
-            f"{'head':<12} {'class':<20} {'detections':>10}",
+            f"{'head':<12} {'class':<20} {'detections':>10}",  # image-level heads: images per class
         ]
         for head in self.heads:
             rows = sorted(((c, n) for (h, c), n in self.counts.items() if h == head), key=lambda x: -x[1])

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from hydradet.config.schema import HeadConfig, ModelConfig
 from hydradet.model.backbone import Backbone
 from hydradet.model.detect_head import DetectHead, DetectOutput
+from hydradet.model.image_heads import ClassifyHead, ImageOutput, RegressHead
 from hydradet.model.neck import Neck
 
 
@@ -23,12 +24,7 @@ class HydraDetector(nn.Module):
         self.head_cfgs = dict(heads)
         self.backbone = Backbone(model_cfg.backbone, model_cfg.backbone_weights, model_cfg.backbone_norm)
         self.neck = Neck(self.backbone.out_channels, model_cfg.neck_width, model_cfg.shared_convs)
-        self.heads = nn.ModuleDict(
-            {
-                name: DetectHead(model_cfg.neck_width, len(h.classes), model_cfg.head_convs, Backbone.strides)
-                for name, h in heads.items()
-            }
-        )
+        self.heads = nn.ModuleDict({name: build_head(h, model_cfg) for name, h in heads.items()})
 
     def freeze(self, prefixes: Iterable[str]) -> None:
         """Freeze the modules under these name prefixes and unfreeze the rest: a frozen parameter has
@@ -50,7 +46,9 @@ class HydraDetector(nn.Module):
         feats = self.backbone(images)
         return list(self.neck({str(i): f for i, f in enumerate(feats)}).values())
 
-    def forward(self, images: Tensor, rows: Mapping[str, Tensor | None] | None = None) -> dict[str, DetectOutput]:
+    def forward(
+        self, images: Tensor, rows: Mapping[str, Tensor | None] | None = None
+    ) -> dict[str, DetectOutput | ImageOutput]:
         """One backbone pass; then each requested head on its rows of the batch only.
 
         rows: head -> indices of the samples that head runs on (None: all samples). Heads not named do not
@@ -64,6 +62,17 @@ class HydraDetector(nn.Module):
             head_feats = feats if idx is None else [f[idx] for f in feats]
             out[name] = self.heads[name](head_feats)
         return out
+
+
+def build_head(cfg: HeadConfig, model_cfg: ModelConfig) -> nn.Module:
+    """The head for `cfg.task`; each reads the neck's feature list (strides 8, 16, 32, neck_width channels)."""
+    width = model_cfg.neck_width
+    if cfg.task == "classify":
+        return ClassifyHead(width, len(cfg.classes), len(Backbone.strides))
+    if cfg.task == "regress":
+        mean, std = cfg.mean or 0.0, cfg.std or 1.0
+        return RegressHead(width, mean, std, len(Backbone.strides))
+    return DetectHead(width, len(cfg.classes), model_cfg.head_convs, Backbone.strides)
 
 
 def under(name: str, prefixes: Iterable[str]) -> bool:

@@ -21,6 +21,7 @@ from hydradet.model.detector import HydraDetector
 
 FORMAT_VERSION = 1
 _PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".bin"}
+_CLASSIFIER = {"detect": "cls_logits", "classify": "out"}  # task -> the layer with a row per class
 
 
 def save_weights(model: HydraDetector, path: Path, extra: dict[str, Any] | None = None) -> None:
@@ -88,9 +89,10 @@ def init_from(model: HydraDetector, path: str | Path) -> InitReport:
     own = model.state_dict()
     report = InitReport(unused=sorted(set(file_state) - set(own)))
     for head, cfg in model.head_cfgs.items():
-        old = meta["heads"].get(head, {}).get("classes")
-        if old is not None and old != cfg.classes:
-            _remap_classifier_rows(file_state, own, f"heads.{head}.cls_logits", old, cfg.classes)
+        file_head = meta["heads"].get(head, {})
+        old = file_head.get("classes")
+        if old is not None and old != cfg.classes and file_head.get("task") == cfg.task and cfg.task in _CLASSIFIER:
+            _remap_classifier_rows(file_state, own, f"heads.{head}.{_CLASSIFIER[cfg.task]}", old, cfg.classes)
             new = [c for c in cfg.classes if c not in old]
             report.remapped.append(f"heads.{head}: classes {old} -> {cfg.classes}, matched by name; fresh: {new}")
     matched = {}

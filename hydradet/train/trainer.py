@@ -16,10 +16,10 @@ from tqdm import tqdm
 
 from hydradet.config.load import dump_config
 from hydradet.config.schema import Config
-from hydradet.data.dataset import SourceDataset, collate, split_datasets
+from hydradet.data.dataset import SourceDataset, collate, split_datasets, with_regress_stats
 from hydradet.data.sampler import SourceBatchSampler, source_probabilities
 from hydradet.errors import ConfigError
-from hydradet.eval.evaluate import evaluate, format_table
+from hydradet.eval.evaluate import METRICS, evaluate, fitness, format_table
 from hydradet.model.detector import HydraDetector
 from hydradet.model.weights import init_from, read_metadata, save_weights
 from hydradet.train.balance import build_balancer
@@ -37,6 +37,7 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
     # Data, read and checked before anything is written: every source's train split is one stream; the
     # sampler decides how they mix into batches.
     train_sets, val_sets = split_datasets(cfg, "train"), split_datasets(cfg, "val")
+    cfg = with_regress_stats(cfg, train_sets)  # regress heads learn normalised labels; saved in config and weights
     for line in describe_data(cfg, train_sets, val_sets):
         log(line)
     sizes = [len(ds) for ds in train_sets]
@@ -121,12 +122,12 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
             row["eval_s"] = round(time.time() - t_eval, 1)
             log(format_table(metrics))
             for h, m in metrics.items():
-                row[f"{h}/mAP50-95"], row[f"{h}/mAP50"] = round(m["mAP50-95"], 4), round(m["mAP50"], 4)
-            # best = highest mean mAP50-95 over the heads that have val data; judged on evaluated epochs only.
-            scores = [m["mAP50-95"] for m in metrics.values() if math.isfinite(m["mAP50-95"])]
-            fitness = float(np.mean(scores)) if scores else -math.inf
-            if best_fitness is None or fitness > best_fitness:
-                best_fitness = fitness
+                row.update({f"{h}/{k}": round(m[k], 4) for k in METRICS[cfg.heads[h].task]})
+            # best = highest mean over the heads with val data of mAP50-95 / accuracy / 1 / (1 + MAE / std)
+            # (eval.fitness); judged on evaluated epochs only.
+            score = fitness(metrics, cfg.heads)
+            if best_fitness is None or score > best_fitness:
+                best_fitness = score
                 save_weights(final, run_dir / "weights" / "best.safetensors", {"epoch": epoch})
         _append_csv(results_csv, row)
         save_weights(final, run_dir / "weights" / "last.safetensors", {"epoch": epoch})
@@ -156,12 +157,8 @@ def describe_data(cfg: Config, train_sets: list[SourceDataset], val_sets: list[S
     probs = source_probabilities([len(d) for d in train_sets], cfg.train.sampling) if train_sets else []
     p_of = {d.source: p for d, p in zip(train_sets, probs, strict=True)}
     for ds in [*train_sets, *val_sets]:
-        boxes = {h: 0 for h in ds.class_maps}
-        for rec in ds.records:
-            for h, cmap in ds.class_maps.items():
-                boxes[h] += sum(c in cmap for c in rec.classes)
         share = f", {p_of[ds.source]:.0%} of train samples" if ds.split == "train" else ""
-        per_head = ", ".join(f"{h}: {n} boxes" for h, n in boxes.items())
+        per_head = ", ".join(f"{h}: {what}" for h, what in ds.supervision().items())
         lines.append(f"  {ds.source}/{ds.split}: {len(ds)} images{share}; supervises {per_head}")
         if ds.unmapped:
             ignored = ", ".join(f"{c} ({n})" for c, n in ds.unmapped.items() if n)
@@ -187,7 +184,7 @@ def _first(places: list[str] | None) -> str:
 def _csv_columns(cfg: Config) -> list[str]:
     """Fixed up front, so that rows without evaluation (eval.every > 1) keep the columns aligned."""
     cols = ["epoch", "lr", "time_s", "skipped_images", *(f"loss/{h}" for h in cfg.heads), "eval_s"]
-    return cols + [f"{h}/{m}" for h in cfg.heads for m in ("mAP50-95", "mAP50")]
+    return cols + [f"{h}/{m}" for h, head in cfg.heads.items() for m in METRICS[head.task]]
 
 
 def _append_csv(path: Path, row: dict) -> None:
