@@ -9,6 +9,9 @@ from hydradet.data.dataset import Batch
 from hydradet.model.detector import HydraDetector
 
 IMGSZ = 64
+# Overrides that make a CLI training run on a synthetic world take seconds.
+CLI_FAST = ["model.backbone=shufflenet_v2_x0_5", "model.imgsz=96", "model.neck_width=16", "train.batch=4"]
+CLI_FAST += ["train.workers=0", "eval.batch=8"]
 
 TINY = {
     "heads": {

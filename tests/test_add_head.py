@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import CLI_FAST as FAST
 from conftest import make_batch, snapshot, tiny_config, tiny_model
 
 from hydradet.cli import main
@@ -22,8 +23,6 @@ from hydradet.train.distill import Distiller
 from hydradet.train.optim import build_optimizer
 from hydradet.train.step import head_losses, train_step
 
-FAST = ["model.backbone=shufflenet_v2_x0_5", "model.imgsz=96", "model.neck_width=16", "train.batch=4"]
-FAST += ["train.workers=0", "eval.batch=8"]
 OLD = ["backbone", "neck", "heads.person", "heads.animal"]
 
 

@@ -10,13 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import CLI_FAST as FAST
 from safetensors import safe_open
 from safetensors.torch import load_file
 
 from hydradet.cli import main
-
-FAST = ["model.backbone=shufflenet_v2_x0_5", "model.imgsz=96", "model.neck_width=16", "train.batch=4"]
-FAST += ["train.workers=0", "eval.batch=8"]
 
 
 @pytest.fixture(scope="module")
