@@ -131,15 +131,7 @@ def read_val(task: Task) -> Val:
             batches.append(batch)
             for i, size in zip(batch.indices, batch.orig_sizes, strict=True):
                 for h, t in ds.head_targets(i, size).items():
-                    ign, ign_labels = t.get("ignore"), t.get("ignore_labels")
-                    gts[h].append(
-                        ImageBoxes(
-                            t["boxes"].numpy(),
-                            t["labels"].numpy(),
-                            ignore=None if ign is None else ign.numpy(),
-                            ignore_labels=None if ign_labels is None else ign_labels.numpy(),
-                        )
-                    )
+                    gts[h].append(ImageBoxes.ground_truth(t))
     if not batches:
         raise SystemExit("no val source labels every head: a fully labelled val set is needed")
     return Val(batches, gts, task.heads)

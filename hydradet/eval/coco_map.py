@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from torch import Tensor
 
 
 @dataclass
@@ -18,6 +19,17 @@ class ImageBoxes:
     scores: np.ndarray | None = None  # (N,) for predictions; None for ground truth
     ignore: np.ndarray | None = None  # ground truth only: (K, 4) crowd / difficult regions
     ignore_labels: np.ndarray | None = None  # (K,) their class indices
+
+    @classmethod
+    def ground_truth(cls, target: dict[str, Tensor]) -> ImageBoxes:
+        """A detect head's target for one image ({"boxes", "labels"[, "ignore", "ignore_labels"]}) as numpy."""
+        ignore, ignore_labels = target.get("ignore"), target.get("ignore_labels")
+        return cls(
+            target["boxes"].numpy(),
+            target["labels"].numpy(),
+            ignore=None if ignore is None else ignore.numpy(),
+            ignore_labels=None if ignore_labels is None else ignore_labels.numpy(),
+        )
 
 
 def coco_map(gts: list[ImageBoxes], preds: list[ImageBoxes], class_names: list[str]) -> dict[str, float]:

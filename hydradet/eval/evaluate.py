@@ -52,16 +52,8 @@ def evaluate(
                     if tasks[head] == "regress":
                         pairs[head].append((float(targets[head]["value"]), float(dets[head][i])))
                         continue
-                    t, d = targets[head], dets[head][i]
-                    ignore, ignore_labels = t.get("ignore"), t.get("ignore_labels")
-                    gts[head].append(
-                        ImageBoxes(
-                            t["boxes"].numpy(),
-                            t["labels"].numpy(),
-                            ignore=None if ignore is None else ignore.numpy(),
-                            ignore_labels=None if ignore_labels is None else ignore_labels.numpy(),
-                        )
-                    )
+                    d = dets[head][i]
+                    gts[head].append(ImageBoxes.ground_truth(targets[head]))
                     boxes = unletterbox(d.boxes.cpu(), scale, size)
                     preds[head].append(ImageBoxes(boxes.numpy(), d.labels.cpu().numpy(), d.scores.cpu().numpy()))
     model.train(was_training)
