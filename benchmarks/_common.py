@@ -28,6 +28,15 @@ from hydradet.model.detector import HydraDetector
 COCO_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-train" / "images"
 
 
+# ---------------------------------------------------------------- command line
+def parse_variant(spec: str) -> tuple[str, list[str]]:
+    """`light:model.head_convs=1,model.neck_width=48` -> ("light", ["model.head_convs=1", "model.neck_width=48"])."""
+    name, _, rest = spec.partition(":")
+    if not name:
+        raise SystemExit(f"--variant {spec!r}: expected NAME:key=value[,key=value...] (e.g. 'default:')")
+    return name, [o.strip() for o in rest.split(",") if o.strip()]
+
+
 # ---------------------------------------------------------------- timing
 def sync(device: torch.device | str) -> None:
     """CUDA runs asynchronously: a timer must wait for the queued kernels."""

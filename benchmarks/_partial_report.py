@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import machine_line, markdown_table, pyplot, save_plot
+from _common import machine_line, markdown_table, parse_variant, pyplot, save_plot
 from _measure import Variant
 from _partial_task import TRAIN_BATCH, Task
 
@@ -74,13 +74,16 @@ def tables(run: Run) -> str:
         ("separate", "mAP50-95", -TARGET_SEPARATE_GAP, "hydradet >= separate - 0.01 mAP50-95"),
         ("merged", "mAP50", TARGET_MERGED_GAIN, "hydradet >= merged + 0.10 mAP50"),
     ]
-    for h in heads:
-        for name, metric, margin, words in targets:
-            other = next((v for v in variants if v.name == name), None)
-            if other is None:
-                continue
-            a, b = ref.metrics[h][metric], other.metrics[h][metric]
-            rows.append([f"{h}: {words}", f"{a:.3f} vs {b:.3f} ({a - b:+.3f})", _met(a >= b + margin)])
+    extra = {parse_variant(spec)[0] for spec in args.variant}  # --variant rows are held to the same targets
+    for hydra in [ref, *(v for v in variants if v.name in extra)]:
+        for h in heads:
+            for name, metric, margin, words in targets:
+                other = next((v for v in variants if v.name == name), None)
+                if other is None:
+                    continue
+                a, b = hydra.metrics[h][metric], other.metrics[h][metric]
+                words = words.replace("hydradet", hydra.name)
+                rows.append([f"{h}: {words}", f"{a:.3f} vs {b:.3f} ({a - b:+.3f})", _met(a >= b + margin)])
     out.append(markdown_table(["target", "measured", ""], rows))
     out.append(
         "\n(The merged target is meant for the head whose labels the other source lacks: with one source per head "

@@ -6,6 +6,7 @@ downloaded), and the trained network wrapped as a Predictor with its training co
 from __future__ import annotations
 
 import copy
+import shutil
 import time
 from pathlib import Path
 
@@ -24,6 +25,8 @@ def yolo_layout(task: Task, out: Path, heads: list[str], names: list[str]) -> Pa
     """The task's data in Ultralytics' YOLO layout: each train source with the labels of `heads` only (the
     classes it labels), class ids into `names`; the val set with those heads' labels. Images are symlinked.
     Ignore regions (COCO crowds) have no YOLO equivalent and are left out of YOLO's training labels."""
+    if out.exists():  # links left from an earlier run would join this run's training set
+        shutil.rmtree(out)
     ids = {n: k for k, n in enumerate(names)}
     folders: dict[str, list[str]] = {"train": [], "val": []}
     for s, d in task.sources.items():

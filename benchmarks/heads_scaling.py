@@ -33,6 +33,7 @@ from _common import (
     markdown_table,
     matmul_rate,
     n_params,
+    parse_variant,
     pyplot,
     sample_images,
     save_plot,
@@ -57,14 +58,6 @@ MODEL_OVERRIDES = [o for o in DEMO_OVERRIDES if o.startswith("model.")]  # backb
 
 def target(k: int) -> float:
     return 1 + 0.15 * (k - 1)
-
-
-def parse_variant(spec: str) -> tuple[str, list[str]]:
-    """`light:model.head_convs=1,model.neck_width=48` -> ("light", ["model.head_convs=1", "model.neck_width=48"])."""
-    name, _, rest = spec.partition(":")
-    if not name:
-        raise SystemExit(f"--variant {spec!r}: expected NAME:key=value[,key=value...] (e.g. 'default:')")
-    return name, [o.strip() for o in rest.split(",") if o.strip()]
 
 
 def k_head_config(k: int, overrides: list[str]) -> Config:

@@ -6,6 +6,8 @@ by the same evaluator (hydradet's pycocotools `coco_map`) on the fully labelled 
 
   hydradet               one head per source; a sample supervises only the heads its source labels (the rule)
   hydradet, random init  the same from random init (YOLO11n below also starts from random init)
+  --variant NAME:k=v,..  extra hydradet rows with config overrides (e.g. the shared tower, `model.shared_convs=2,
+                         model.head_convs=0`), trained, scored and timed like `hydradet`
   merged                 one head over the union of classes, trained on both sources: each source's missing
                          labels count as background (what users do today)
   separate               one single-head model per source (their sum is the cost of "all tasks")
@@ -29,7 +31,16 @@ import argparse
 from pathlib import Path
 
 import torch
-from _common import import_ultralytics, machine, machine_line, matmul_rate, stamp, write_json, write_tables
+from _common import (
+    import_ultralytics,
+    machine,
+    machine_line,
+    matmul_rate,
+    parse_variant,
+    stamp,
+    write_json,
+    write_tables,
+)
 from _hydra import train_hydra
 from _measure import Variant, joined, measure_cost, measure_latency, score
 from _partial_report import Run, plots, results, tables
@@ -46,6 +57,7 @@ def main() -> None:
     ap.add_argument("--train-images", type=int, default=None, help="per source (synthetic default: 400; --data: all)")
     ap.add_argument("--val-images", type=int, default=None, help="synthetic default: 120; --data: all")
     ap.add_argument("--rounds", type=int, default=20, help="interleaved latency rounds")
+    ap.add_argument("--variant", action="append", default=[], help="extra hydradet row: NAME:key=value,...")
     ap.add_argument("--skip-yolo", action="store_true", help="leave out YOLO11n even when ultralytics is installed")
     ap.add_argument("--out", type=Path, default=Path("/tmp/hydradet-bench/partial_labels"))
     args = ap.parse_args()
@@ -89,6 +101,10 @@ def main() -> None:
     log("hydradet, random init")
     cfg = hydra_config(task, task.heads, runs, "hydradet_scratch", ("model.backbone_weights=null",))
     variants.append(Variant("hydradet, random init", [train_hydra(cfg, device)]))
+    for name, overrides in map(parse_variant, args.variant):
+        log(name)
+        cfg = hydra_config(task, task.heads, runs, name.replace(" ", "_"), tuple(overrides))
+        variants.append(Variant(name, [train_hydra(cfg, device)]))
     log("merged")
     variants.append(Variant("merged", [train_hydra(hydra_config(task, {"merged": union}, runs, "merged"), device)]))
     sep = []
