@@ -20,9 +20,11 @@ demo: venv
 
 # The issue-4 benchmarks at their defaults (~30 min + a few minutes on 2 cores; BENCHMARKS.md). YOLO11n rows need
 # the benchmark-only extra: .venv/bin/pip install -e '.[bench]' (without it they are skipped with a note).
+SHARED_TOWER := model.shared_convs=2,model.head_convs=0
+
 bench: venv
-	$(PY) benchmarks/partial_labels.py --out runs/bench/partial_labels
-	$(PY) benchmarks/heads_scaling.py --out runs/bench/heads_scaling
+	$(PY) benchmarks/partial_labels.py --variant "hydradet shared tower:$(SHARED_TOWER)" --out runs/bench/partial_labels
+	$(PY) benchmarks/heads_scaling.py --variant "default:" --variant "shared:$(SHARED_TOWER)" --out runs/bench/heads_scaling
 
 lint: venv
 	.venv/bin/ruff check hydradet tests benchmarks

@@ -60,7 +60,11 @@ def joined(predictors: list[Predictor]) -> Predictor:
 
 def score(predict: Predictor, val: Val, cfg: Config, device: torch.device) -> dict[str, dict[str, float]]:
     """Per head: the model's detections of that head's classes, scored by coco_map against that head's ground
-    truth. A merged model's detections are split by class name, so every model meets the same evaluator."""
+    truth. A merged model's detections are split by class name, so every model meets the same evaluator.
+
+    mAP ranks detections by score, so a model that learned to doubt a kind of object (a merged model taught that
+    unlabelled objects are background) can keep its mAP while a user, who keeps detections above a confidence,
+    loses them: `recall50@conf` is the recall at IoU 0.5 of the detections at predict's conf (default.yaml)."""
     preds: dict[str, list[ImageBoxes]] = {h: [] for h in val.heads}
     for batch in val.batches:
         per_image = predict(batch.images.to(device), cfg.eval.conf, cfg.eval.iou, cfg.eval.max_det)
@@ -70,7 +74,14 @@ def score(predict: Predictor, val: Val, cfg: Config, device: torch.device) -> di
                 keep = np.isin(names, classes)
                 labels = np.array([classes.index(n) for n in names[keep]], dtype=np.int64)
                 preds[h].append(ImageBoxes(boxes[keep].reshape(-1, 4), labels, scores[keep]))
-    return {h: coco_map(val.gts[h], preds[h], val.heads[h]) for h in val.heads}
+    out = {}
+    for h, classes in val.heads.items():
+        above = [ImageBoxes(p.boxes[p.scores >= cfg.predict.conf], p.labels[p.scores >= cfg.predict.conf],
+                            p.scores[p.scores >= cfg.predict.conf]) for p in preds[h]]  # fmt: skip
+        ranked = coco_map(val.gts[h], preds[h], classes)
+        out[h] = {"mAP50-95": ranked["mAP50-95"], "mAP50": ranked["mAP50"]}
+        out[h]["recall50@conf"] = coco_map(val.gts[h], above, classes)["recall50"]
+    return out
 
 
 def measure_cost(variants: list[Variant], x1: torch.Tensor) -> dict[str, dict[str, int]]:

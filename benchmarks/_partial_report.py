@@ -58,15 +58,14 @@ def tables(run: Run) -> str:
     ]
     if run.yolo_note:
         out.append(f"Note: {run.yolo_note}.")
+    conf = task.cfg.predict.conf
     out.append(
-        "\n**Accuracy** (mAP on the fully labelled val set, per head; the merged models' detections split by class)\n"
+        "\n**Accuracy** (on the fully labelled val set, per head; the merged models' detections split by class. "
+        f"R50@{conf:g}: recall at IoU 0.5 of the detections a user keeps at predict's conf {conf:g})\n"
     )
-    hdr = ["variant"] + [f"{h} {k}" for h in heads for k in ("mAP50-95", "mAP50")]
-    out.append(
-        markdown_table(
-            hdr, [[v.name] + [v.metrics[h][k] for h in heads for k in ("mAP50-95", "mAP50")] for v in variants]
-        )
-    )
+    hdr = ["variant"] + [f"{h} {k}" for h in heads for k in ("mAP50-95", "mAP50", f"R50@{conf:g}")]
+    keys = ("mAP50-95", "mAP50", "recall50@conf")
+    out.append(markdown_table(hdr, [[v.name] + [v.metrics[h].get(k) for h in heads for k in keys] for v in variants]))
 
     out.append("\n**Targets**\n")
     rows = []

@@ -63,9 +63,18 @@ def test_coco_map_equals_pycocotools_on_files(tmp_path):
 
 def test_perfect_predictions_score_one_and_no_predictions_zero():
     perfect = [ImageBoxes(g.boxes, g.labels, np.ones(len(g.boxes))) for g in GT]
-    assert coco_map(GT, perfect, ["a", "b"]) == {"mAP50-95": 1.0, "mAP50": 1.0}
+    assert coco_map(GT, perfect, ["a", "b"]) == {"mAP50-95": 1.0, "mAP50": 1.0, "recall50": 1.0}
     empty = [ImageBoxes(np.zeros((0, 4)), np.zeros(0, int), np.zeros(0)) for _ in GT]
-    assert coco_map(GT, empty, ["a", "b"]) == {"mAP50-95": 0.0, "mAP50": 0.0}
+    assert coco_map(GT, empty, ["a", "b"]) == {"mAP50-95": 0.0, "mAP50": 0.0, "recall50": 0.0}
+
+
+def test_recall50_counts_matched_ground_truth_per_class_whatever_the_scores():
+    # Class a: one of its two boxes found; class b: its one box found. Low scores do not lower recall.
+    gt = [ImageBoxes(np.array([[0, 0, 10, 10], [50, 50, 70, 70], [20, 20, 40, 40]], np.float32), np.array([0, 0, 1]))]
+    found = [
+        ImageBoxes(np.array([[0, 0, 10, 11], [20, 20, 40, 40]], np.float32), np.array([0, 1]), np.array([0.01, 0.02]))
+    ]
+    assert coco_map(gt, found, ["a", "b"])["recall50"] == pytest.approx((0.5 + 1.0) / 2)
 
 
 def test_a_detection_on_an_ignore_region_is_neither_rewarded_nor_punished():

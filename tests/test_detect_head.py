@@ -69,3 +69,23 @@ def test_postprocess_decodes_a_confident_location_to_its_box():
     (det,) = head.postprocess(out, conf=0.5, iou=0.5, max_det=10)
     assert det.labels.tolist() == [1]
     assert det.boxes.tolist() == [[70.0, 80.0, 110.0, 140.0]]
+
+
+def test_box_branch_pushed_all_negative_still_learns():
+    """A box branch whose outputs are negative everywhere must still get a gradient: with a relu (torchvision's
+    FCOS) it would be zero, and the head's boxes would stay empty for the rest of training."""
+    head, _ = _head_and_output()
+    with torch.no_grad():
+        head.box_pred.bias.fill_(-5.0)
+    feats = [torch.randn(1, 16, 256 // s, 256 // s) for s in STRIDES]
+    target = {"boxes": torch.tensor([[60.0, 60.0, 160.0, 180.0]]), "labels": torch.tensor([0])}
+    opt = torch.optim.Adam(head.box_pred.parameters(), lr=0.1)
+    losses = []
+    for _ in range(15):
+        box = head.loss(head(feats), [target])["box"]
+        opt.zero_grad()
+        box.backward()
+        assert head.box_pred.weight.grad.abs().sum() > 0
+        opt.step()
+        losses.append(float(box.detach()))
+    assert losses[-1] < losses[0] - 0.2, losses

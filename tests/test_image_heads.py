@@ -20,9 +20,10 @@ from hydradet.infer.model import load
 from hydradet.infer.results import ClassifyResult, RegressResult
 from hydradet.model.detector import HydraDetector
 from hydradet.model.weights import load_model
+from hydradet.train.distill import Distiller
 from hydradet.train.ema import ModelEMA
 from hydradet.train.optim import build_optimizer
-from hydradet.train.step import train_step
+from hydradet.train.step import head_losses, train_step
 from hydradet.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,6 +214,43 @@ def test_mixed_tasks_alternate_steps_leave_the_other_heads_bit_identical_includi
             )
         for h in moving:
             assert any(not torch.equal(v, snapshot(model.heads[h])[k]) for k, v in moving_before[h].items()), h
+
+
+def test_distillation_teaches_image_level_heads_on_rows_their_source_does_not_label():
+    """`train.distill_old_heads` with classify and regress heads: on a person-only batch the old image heads get
+    their distill terms (zero while the student equals the teacher), steps pull a drifted head back toward the
+    teacher, and the teacher itself never moves."""
+    cfg = load_config(MIXED, ["model.imgsz=64", "model.neck_width=16", "train.lr=0.01"], check_paths=False)
+    torch.manual_seed(0)
+    # eval mode throughout: BatchNorm on stored statistics, as the teacher's, so that student == teacher at first
+    model = HydraDetector(cfg.model, cfg.heads).eval()
+    distiller = Distiller(model, ["age", "gender"])
+    teacher_before = snapshot(distiller.teacher)
+    sh = cfg.source_heads()
+    persons = _batch(["persons"] * 4, seed=5)
+    losses = head_losses(model, persons, sh, distiller)
+    assert set(losses) == {"person", "age", "gender"}  # ethnicity: not an old head, not labelled here
+    assert set(losses["gender"]) == {"distill_ce"} and set(losses["age"]) == {"distill_l1"}
+    assert float(losses["gender"]["distill_ce"]) < 1e-6 and float(losses["age"]["distill_l1"]) < 1e-6
+
+    with torch.no_grad():  # the heads drift, as they would with the backbone trained on new images
+        for h in ("age", "gender"):
+            for p in model.heads[h].parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+
+    def distill_terms() -> dict[str, float]:
+        with torch.no_grad():
+            out = head_losses(model, persons, sh, distiller)
+        return {h: float(sum(out[h].values())) for h in ("age", "gender")}
+
+    drifted = distill_terms()
+    assert all(v > 1e-3 for v in drifted.values()), drifted
+    opt = build_optimizer(model, cfg.train)
+    for _ in range(5):
+        train_step(model, opt, persons, sh, grad_clip=10.0, distiller=distiller)
+    after = distill_terms()
+    assert all(after[h] < drifted[h] for h in after), (drifted, after)
+    assert all(torch.equal(v, snapshot(distiller.teacher)[k]) for k, v in teacher_before.items())
 
 
 def test_augmentation_passes_image_level_labels_through_untouched():

@@ -1,4 +1,5 @@
-"""COCO mAP50-95 and mAP50 for one head, by pycocotools (the reference implementation, run in memory)."""
+"""COCO mAP50-95, mAP50 and recall at IoU 0.5 for one head, by pycocotools (the reference implementation, run in
+memory)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,10 @@ class ImageBoxes:
 
 
 def coco_map(gts: list[ImageBoxes], preds: list[ImageBoxes], class_names: list[str]) -> dict[str, float]:
-    """gts[i] and preds[i] are the same image. Returns {"mAP50-95", "mAP50"}; NaN when there is no ground truth."""
+    """gts[i] and preds[i] are the same image. Returns {"mAP50-95", "mAP50", "recall50"}; NaN when there is no
+    ground truth. recall50: the share of ground-truth boxes that a detection matches at IoU >= 0.5 (up to 100
+    per image), mean over the classes with ground truth; pass only the detections above a confidence to get
+    the recall a user sees at that threshold (mAP ranks by score and does not)."""
     if len(gts) != len(preds):
         raise ValueError(f"{len(gts)} ground-truth images but {len(preds)} prediction images")
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(class_names)]
@@ -45,10 +49,10 @@ def coco_map(gts: list[ImageBoxes], preds: list[ImageBoxes], class_names: list[s
     for k, a in enumerate(anns, 1):
         a["id"] = k
     if not any(a["iscrowd"] == 0 for a in anns):
-        return {"mAP50-95": float("nan"), "mAP50": float("nan")}
+        return {"mAP50-95": float("nan"), "mAP50": float("nan"), "recall50": float("nan")}
     dets = _as_coco(preds, with_scores=True)
     if not dets:
-        return {"mAP50-95": 0.0, "mAP50": 0.0}
+        return {"mAP50-95": 0.0, "mAP50": 0.0, "recall50": 0.0}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         gt = COCO()
         gt.dataset = {"images": images, "annotations": anns, "categories": categories}
@@ -59,7 +63,10 @@ def coco_map(gts: list[ImageBoxes], preds: list[ImageBoxes], class_names: list[s
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    return {"mAP50-95": max(0.0, float(ev.stats[0])), "mAP50": max(0.0, float(ev.stats[1]))}
+    # eval["recall"]: [IoU thresholds, classes, areas, maxDets]; -1 marks a class without ground truth.
+    recall = ev.eval["recall"][0, :, 0, -1]
+    recall50 = float(recall[recall > -1].mean())
+    return {"mAP50-95": max(0.0, float(ev.stats[0])), "mAP50": max(0.0, float(ev.stats[1])), "recall50": recall50}
 
 
 _EMPTY = ImageBoxes(np.zeros((0, 4), np.float32), np.zeros(0, np.int64))

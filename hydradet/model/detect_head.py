@@ -67,8 +67,10 @@ class DetectHead(nn.Module):
             c = self.cls_tower(feat)
             b = self.box_tower(feat)
             cls.append(self.cls_logits(c).flatten(2).transpose(1, 2))
-            # relu * stride: distances scale with the level, as in torchvision's FCOS (norm_reg_targets).
-            box.append((F.relu(self.box_pred(b)) * stride).flatten(2).transpose(1, 2))
+            # Distances scale with the level (* stride), as in torchvision's FCOS (norm_reg_targets). softplus, not
+            # its relu: once a relu's inputs are all negative its gradient is zero and the head's boxes stay empty
+            # for good; that happened to a person head trained on 135 COCO images (BENCHMARKS.md).
+            box.append((F.softplus(self.box_pred(b)) * stride).flatten(2).transpose(1, 2))
             ctr.append(self.ctr_pred(b).flatten(1))
             points.append(_grid(feat.shape[-2:], stride, feat.device))
             strides.append(torch.full((points[-1].shape[0],), float(stride), device=feat.device))
