@@ -76,8 +76,8 @@ def score(predict: Predictor, val: Val, cfg: Config, device: torch.device) -> di
                 preds[h].append(ImageBoxes(boxes[keep].reshape(-1, 4), labels, scores[keep]))
     out = {}
     for h, classes in val.heads.items():
-        above = [ImageBoxes(p.boxes[p.scores >= cfg.predict.conf], p.labels[p.scores >= cfg.predict.conf],
-                            p.scores[p.scores >= cfg.predict.conf]) for p in preds[h]]  # fmt: skip
+        keeps = [p.scores >= cfg.predict.conf for p in preds[h]]
+        above = [ImageBoxes(p.boxes[k], p.labels[k], p.scores[k]) for p, k in zip(preds[h], keeps, strict=True)]
         ranked = coco_map(val.gts[h], preds[h], classes)
         out[h] = {"mAP50-95": ranked["mAP50-95"], "mAP50": ranked["mAP50"]}
         out[h]["recall50@conf"] = coco_map(val.gts[h], above, classes)["recall50"]

@@ -63,9 +63,7 @@ def tables(run: Run) -> str:
         "\n**Accuracy** (on the fully labelled val set, per head; the merged models' detections split by class. "
         f"R50@{conf:g}: recall at IoU 0.5 of the detections a user keeps at predict's conf {conf:g})\n"
     )
-    hdr = ["variant"] + [f"{h} {k}" for h in heads for k in ("mAP50-95", "mAP50", f"R50@{conf:g}")]
-    keys = ("mAP50-95", "mAP50", "recall50@conf")
-    out.append(markdown_table(hdr, [[v.name] + [v.metrics[h].get(k) for h in heads for k in keys] for v in variants]))
+    out.append(accuracy_table({v.name: v.metrics for v in variants}, heads, conf))
 
     out.append("\n**Targets**\n")
     rows = []
@@ -200,6 +198,13 @@ def results(run: Run) -> dict[str, Any]:
 
 def _met(ok: bool) -> str:
     return "met" if ok else "**missed**"
+
+
+def accuracy_table(metrics: dict[str, dict[str, dict[str, float]]], heads: list[str], conf: float) -> str:
+    """variant -> head -> score()'s metrics, as one row per variant."""
+    keys = ("mAP50-95", "mAP50", "recall50@conf")
+    hdr = ["variant"] + [f"{h} {k}" for h in heads for k in ("mAP50-95", "mAP50", f"R50@{conf:g}")]
+    return markdown_table(hdr, [[name] + [m[h].get(k) for h in heads for k in keys] for name, m in metrics.items()])
 
 
 def plots(out: Path, run: Run) -> None:

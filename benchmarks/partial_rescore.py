@@ -1,6 +1,9 @@
 """Score the models a benchmarks/partial_labels.py run saved, again, without training them again: its accuracy
 table (per head mAP50-95, mAP50, and the recall at predict's conf) from the weights under OUT/runs, through
 the same evaluator. For a run made before a metric was added; training and latency columns are not touched.
+The files are read by the current code: a hydradet file trained before a change to the heads' outputs (such as
+the relu -> softplus box branch of 2026-11-23) scores differently here than in its run; check the mAPs against
+the run's own table.
 
     .venv/bin/python benchmarks/partial_rescore.py --out runs/bench/partial_labels                # synthetic run
     .venv/bin/python benchmarks/partial_rescore.py --out runs/bench/partial_coco --data /tmp/coco_split/hydradet.yaml
@@ -12,9 +15,10 @@ import argparse
 from pathlib import Path
 
 import torch
-from _common import import_ultralytics, markdown_table
+from _common import import_ultralytics
 from _hydra import hydra_predictor
 from _measure import Predictor, joined, score
+from _partial_report import accuracy_table
 from _partial_task import read_task, read_val
 from _yolo import yolo_predictor
 
@@ -34,15 +38,19 @@ def row_name(folder: str) -> str:
 
 def load_predictor(run: Path) -> Predictor | None:
     """A saved run's last weights as a Predictor: hydradet's last.safetensors, or YOLO's last.pt (EMA weights,
-    Conv+BN fused, as partial_labels.py measured them); None for a folder holding neither."""
+    Conv+BN fused, as partial_labels.py measured them); None (said) for a folder it cannot score."""
     if (run / "weights" / "last.safetensors").is_file():
         return hydra_predictor(load_model(run / "weights" / "last.safetensors").eval())
-    if (run / "weights" / "last.pt").is_file() and import_ultralytics() is not None:
+    if (run / "weights" / "last.pt").is_file():
+        if import_ultralytics() is None:
+            print(f"note: {run.name}: a YOLO run, left out (ultralytics is not installed: pip install -e '.[bench]')")
+            return None
         from ultralytics import YOLO
 
         net = YOLO(str(run / "weights" / "last.pt")).model.float().eval()
         names = [net.names[k] for k in sorted(net.names)]
         return yolo_predictor(net.fuse(verbose=False).eval(), names)
+    print(f"note: {run.name}: no weights/last.safetensors or weights/last.pt, left out")
     return None
 
 
@@ -61,14 +69,8 @@ def main() -> None:
         predictor = load_predictor(run)
         if predictor is not None:
             rows.setdefault(row_name(run.name), []).append(predictor)
-    conf = task.cfg.predict.conf
-    keys = ("mAP50-95", "mAP50", "recall50@conf")
-    table = []
-    for name, predictors in rows.items():
-        metrics = score(joined(predictors), val, task.cfg, torch.device("cpu"))
-        table.append([name] + [metrics[h][k] for h in task.heads for k in keys])
-    hdr = ["variant"] + [f"{h} {k}" for h in task.heads for k in ("mAP50-95", "mAP50", f"R50@{conf:g}")]
-    print(markdown_table(hdr, table))
+    metrics = {name: score(joined(ps), val, task.cfg, torch.device("cpu")) for name, ps in rows.items()}
+    print(accuracy_table(metrics, list(task.heads), task.cfg.predict.conf))
 
 
 if __name__ == "__main__":
