@@ -47,6 +47,10 @@ def test_train_writes_config_results_and_self_describing_weights(first_run: Path
         assert {k.split(".")[1] for k in keys if k.startswith("heads.")} == {"person", "animal"}
         assert meta["heads"]["animal"]["classes"] == ["dog", "bird", "giraffe"]
         assert meta["model"]["backbone"] == "shufflenet_v2_x0_5"
+        # Each detect head's predict default: its F1-optimal conf on its own val data, as results.csv records it.
+        assert set(meta["conf"]) <= {"person", "animal"}
+        for head, conf in meta["conf"].items():
+            assert conf == pytest.approx(float(rows[0][f"{head}/f1_conf"]), abs=1e-3)
 
 
 def test_val_prints_a_map_row_per_head(world: Path, first_run: Path, capsys):

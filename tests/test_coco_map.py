@@ -63,9 +63,16 @@ def test_coco_map_equals_pycocotools_on_files(tmp_path):
 
 def test_perfect_predictions_score_one_and_no_predictions_zero():
     perfect = [ImageBoxes(g.boxes, g.labels, np.ones(len(g.boxes))) for g in GT]
-    assert coco_map(GT, perfect, ["a", "b"]) == {"mAP50-95": 1.0, "mAP50": 1.0, "recall50": 1.0}
+    got = coco_map(GT, perfect, ["a", "b"])
+    assert {k: got[k] for k in ("mAP50-95", "mAP50", "recall50", "f1")} == dict.fromkeys(
+        ("mAP50-95", "mAP50", "recall50", "f1"), 1.0
+    )
     empty = [ImageBoxes(np.zeros((0, 4)), np.zeros(0, int), np.zeros(0)) for _ in GT]
-    assert coco_map(GT, empty, ["a", "b"]) == {"mAP50-95": 0.0, "mAP50": 0.0, "recall50": 0.0}
+    got = coco_map(GT, empty, ["a", "b"])
+    assert {k: got[k] for k in ("mAP50-95", "mAP50", "recall50", "f1")} == dict.fromkeys(
+        ("mAP50-95", "mAP50", "recall50", "f1"), 0.0
+    )
+    assert np.isnan(got["f1_conf"])  # no detection: no threshold to recommend
 
 
 def test_recall50_counts_matched_ground_truth_per_class_whatever_the_scores():
@@ -91,5 +98,29 @@ def test_a_detection_on_an_ignore_region_is_neither_rewarded_nor_punished():
         for i, p in enumerate(PRED)
     ]
     base = coco_map(GT, PRED, ["a", "b"])
-    assert coco_map(crowd, on_crowd, ["a", "b"]) == base  # ignored: same score as without the detection
+    assert coco_map(crowd, on_crowd, ["a", "b"]) == pytest.approx(
+        base, nan_ok=True
+    )  # ignored: same score as without the detection
     assert coco_map(GT, on_crowd, ["a", "b"])["mAP50"] < base["mAP50"]  # without the region: a false positive
+
+
+def test_ap50_by_size_scores_each_coco_area_range_on_its_own():
+    # A small box (20x20 = 400 < 32^2) that is found, and a large one (100x100 > 96^2) that is missed.
+    gt = [ImageBoxes(np.array([[0, 0, 20, 20], [100, 100, 200, 200]], np.float32), np.array([0, 0]))]
+    found = [ImageBoxes(np.array([[0, 0, 20, 20]], np.float32), np.array([0]), np.array([0.9]))]
+    got = coco_map(gt, found, ["a"])
+    assert got["AP50_small"] == pytest.approx(1.0)
+    assert got["AP50_large"] == pytest.approx(0.0)
+    assert np.isnan(got["AP50_medium"])  # no ground truth of that size
+
+
+def test_f1_conf_is_the_threshold_that_keeps_the_hits_and_drops_the_false_positives():
+    # Four objects: hits scored 0.9, 0.8, 0.7; false positives at 0.6 and 0.2; one object never found.
+    # F1 peaks keeping exactly the three hits (P 1, R 0.75, F1 0.857): a conf in [0.6, 0.7) (kept: score > conf),
+    # picked in the middle of that plateau.
+    gt = [ImageBoxes(np.array([[i * 30, 0, i * 30 + 20, 20] for i in range(4)], np.float32), np.zeros(4, int))]
+    boxes = [[0, 0, 20, 20], [30, 0, 50, 20], [60, 0, 80, 20], [0, 50, 20, 70], [30, 50, 50, 70]]
+    pred = [ImageBoxes(np.array(boxes, np.float32), np.zeros(5, int), np.array([0.9, 0.8, 0.7, 0.6, 0.2]))]
+    got = coco_map(gt, pred, ["a"])
+    assert got["f1"] == pytest.approx(2 * 0.75 / 1.75, abs=1e-6)
+    assert got["f1_conf"] == pytest.approx(0.65, abs=0.002)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torchvision.ops import box_iou
 
 from hydradet.model.detect_head import DetectHead, DetectOutput
 
@@ -89,3 +90,54 @@ def test_box_branch_pushed_all_negative_still_learns():
         opt.step()
         losses.append(float(box.detach()))
     assert losses[-1] < losses[0] - 0.2, losses
+
+
+def test_atss_gives_every_box_positives_inside_it_whatever_its_size():
+    # FCOS leaves a box without positives when no location of its size's level lies near its centre; ATSS keeps
+    # candidates on every level, so every box that holds a location centre gets some.
+    torch.manual_seed(0)
+    head = DetectHead(16, 1, 1, STRIDES, assigner="atss")
+    out = head([torch.randn(1, 16, 256 // s, 256 // s) for s in STRIDES])
+    for box in ([9.0, 9.0, 21.0, 30.0], [30.0, 40.0, 100.0, 70.0], [10.0, 10.0, 250.0, 250.0], [100, 3, 110, 90]):
+        b = torch.tensor([box])
+        pos = head.assign(out.points, out.strides, b) == 0
+        assert pos.any(), box
+        inside = (out.points[pos] > b[0, :2]).all(1) & (out.points[pos] < b[0, 2:]).all(1)
+        assert inside.all(), box
+
+
+def test_atss_picks_the_box_a_location_overlaps_most():
+    torch.manual_seed(0)
+    head = DetectHead(16, 1, 1, STRIDES, assigner="atss")
+    out = head([torch.randn(1, 16, 256 // s, 256 // s) for s in STRIDES])
+    boxes = torch.tensor([[0.0, 0.0, 80.0, 80.0], [10.0, 10.0, 90.0, 90.0]])
+    alone = [head.assign(out.points, out.strides, boxes[g : g + 1]) == 0 for g in range(2)]  # each box's own picks
+    both = alone[0] & alone[1]
+    assert both.any(), "the case needs locations that both boxes choose"
+    half = out.strides[:, None] * 4
+    ious = box_iou(torch.cat([out.points - half, out.points + half], 1), boxes)
+    matched = head.assign(out.points, out.strides, boxes)
+    assert torch.equal(matched[both], ious[both].argmax(1))
+    assert (matched[alone[0] & ~alone[1]] == 0).all() and (matched[alone[1] & ~alone[0]] == 1).all()
+    assert (matched[~alone[0] & ~alone[1]] == -1).all()
+    assert (head.assign(out.points, out.strides, torch.zeros(0, 4)) == -1).all()
+
+
+def test_quality_target_teaches_each_positive_the_iou_its_box_reaches():
+    # With cls_target=iou (GFL), the classification loss is minimal where the positive's probability equals the
+    # IoU of its predicted box with its ground truth, not 1: scores then rank detections by localisation.
+    torch.manual_seed(0)
+    head = DetectHead(16, 1, 1, STRIDES, cls_target="iou")
+    feats = [torch.randn(1, 16, 128 // s, 128 // s) for s in STRIDES]
+    out = head(feats)
+    target = {"boxes": torch.tensor([[20.0, 20.0, 70.0, 90.0]]), "labels": torch.tensor([0])}
+    fg = head.assign(out.points, out.strides, target["boxes"]) == 0
+    pred = torch.cat([out.points[fg] - out.box_ltrb[0, fg, :2], out.points[fg] + out.box_ltrb[0, fg, 2:]], 1)
+    iou = box_iou(pred, target["boxes"])[:, 0].detach()
+    losses = []
+    for prob in (iou, torch.ones_like(iou) * 0.999, torch.full_like(iou, 0.01)):
+        logits = out.cls_logits.detach().clone()
+        logits[0, fg, 0] = torch.logit(prob.clamp(1e-4, 1 - 1e-4))
+        tweaked = DetectOutput(logits, out.box_ltrb, out.centerness, out.points, out.strides)
+        losses.append(float(head.loss(tweaked, [target])["cls"]))
+    assert losses[0] < losses[1] and losses[0] < losses[2]

@@ -169,6 +169,18 @@ def test_per_head_conf_and_iou_are_each_honoured(model):
     assert [len(r.heads["person"]) for r in strict] == [len(r.heads["person"]) for r in loose]
 
 
+def test_calibrated_conf_in_the_weights_is_each_heads_default_and_an_explicit_conf_wins(tmp_path: Path):
+    model = spread_model()
+    model.calibrated_conf = {"person": 0.9}  # as training stores it; animal has none: predict.conf applies
+    save_weights(model, tmp_path / "w.safetensors")
+    loaded = hydradet.load(tmp_path / "w.safetensors")
+    images = synthetic_images(3)
+    default, explicit = loaded.predict(images), loaded.predict(images, conf={"person": 0.5})
+    assert {h: s.conf for h, s in loaded.settings(None)[0].items()} == {"person": 0.9, "animal": 0.4}
+    assert all(float(r.heads["person"].scores.min(initial=1)) > 0.9 for r in default)
+    assert sum(len(r.heads["person"].boxes) for r in explicit) > sum(len(r.heads["person"].boxes) for r in default)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -86,7 +86,7 @@ def dump_config(cfg: Config) -> str:
 
 def _resolve_paths(user: dict[str, Any], base: Path) -> None:
     def fix(d: Any, key: str) -> None:
-        if isinstance(d, dict) and isinstance(d.get(key), str):
+        if isinstance(d, dict) and isinstance(d.get(key), str) and d[key] != "pretrained":  # not a path
             p = Path(d[key]).expanduser()
             d[key] = str(p if p.is_absolute() else base / p)
 
@@ -184,7 +184,7 @@ def _check_paths_exist(cfg: Config) -> None:
                 missing.append(f"  sources.{sname}.{key}: path does not exist: {p}")
     for section, key in _PATH_KEYS:
         p = getattr(getattr(cfg, section), key)
-        if p is not None and not p.exists():
+        if isinstance(p, Path) and not p.exists():
             missing.append(f"  {section}.{key}: file does not exist: {p}")
     if missing:
         raise ConfigError("invalid config (paths are relative to the config file's folder):\n" + "\n".join(missing))

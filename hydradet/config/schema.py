@@ -108,14 +108,35 @@ class SourceConfig(Strict):
 
 
 class ModelConfig(Strict):
-    backbone: Literal[BACKBONES]  # type: ignore[valid-type]
-    backbone_weights: Path | None
+    backbone: str  # one of BACKBONES, or timm:NAME
+    backbone_weights: Literal["pretrained"] | Path | None
     backbone_norm: Literal["batch", "frozen"]
     neck_width: int = Field(ge=8, le=1024)
     head_convs: int = Field(ge=0, le=8)
     shared_convs: int = Field(ge=0, le=8)
     imgsz: int = Field(ge=32, le=4096, multiple_of=32)
     init: Path | None
+    assigner: Literal["fcos", "atss"]
+    cls_target: Literal["one", "iou"]
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, name: str) -> str:
+        if name.startswith("timm:"):
+            from hydradet.model.timm_backbone import check_timm_name
+
+            return "timm:" + check_timm_name(name.removeprefix("timm:"))
+        if name not in BACKBONES:
+            raise ValueError(
+                f"unknown backbone {name!r}; expected one of {list(BACKBONES)} or timm:NAME (any timm model)"
+            )
+        return name
+
+    @model_validator(mode="after")
+    def _timm_download_needs_timm(self) -> ModelConfig:
+        if self.backbone_weights == "pretrained" and not self.backbone.startswith("timm:"):
+            raise ValueError("backbone_weights: `pretrained` is for backbone=timm:NAME; give other backbones a file")
+        return self
 
 
 class TemperatureRatios(Strict):
@@ -202,6 +223,8 @@ class AugmentConfig(Strict):
     contrast: float = Field(ge=0)
     saturation: float = Field(ge=0)
     hue: float = Field(ge=0, le=0.5)
+    mosaic: float = Field(ge=0, le=1)
+    close_mosaic: int = Field(ge=0)
 
     @field_validator("scale")
     @classmethod

@@ -17,6 +17,7 @@ from hydradet.config.schema import ColumnLabel, Config
 from hydradet.data.augment import PAD_VALUE, Augment
 from hydradet.data.coco import read_coco
 from hydradet.data.csv_labels import read_csv_labels
+from hydradet.data.mosaic import mosaic
 from hydradet.data.records import SplitRecords
 from hydradet.data.voc import read_voc
 from hydradet.data.yolo import read_yolo
@@ -103,11 +104,16 @@ class SourceDataset(Dataset[Sample]):
         self.unmapped = {
             c: n for c, n in self.data.box_counts().items() if not any(c in m for m in self.class_maps.values())
         }
+        # Probability that a training sample is a mosaic of four of this source's images (data/mosaic.py); the
+        # trainer sets it to 0 for the last `augment.close_mosaic` epochs. Image-level labels cannot be tiled.
+        self.mosaic = cfg.augment.mosaic if self.augment is not None and not self.image_heads else 0.0
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i: int) -> Sample:
+        if self.mosaic > 0 and float(torch.rand(())) < self.mosaic:
+            return self._mosaic_sample(i)
         i, image, failed = self._decode(i)
         w, h = image.shape[-1], image.shape[-2]
         targets = self.head_targets(i, (w, h))
@@ -122,6 +128,18 @@ class SourceDataset(Dataset[Sample]):
                 if "ignore" in t:
                     t["ignore"] = t["ignore"] * scale
         return Sample(image, targets, self.source, i, scale, (w, h), skipped=failed)
+
+    def _mosaic_sample(self, i: int) -> Sample:
+        """Image i and three random others of this same source, tiled, then augmented like any sample."""
+        assert self.augment is not None
+        decoded = [self._decode(j) for j in [i, *torch.randint(0, len(self), (3,)).tolist()]]
+        targets = [self.head_targets(j, (im.shape[-1], im.shape[-2])) for j, im, _ in decoded]
+        center = (torch.rand(2) * self.imgsz + self.imgsz / 2).tolist()
+        image, merged = mosaic([im for _, im, _ in decoded], targets, self.imgsz, (center[0], center[1]))
+        image, merged, _ = self.augment(image, merged)
+        failed = tuple(f for _, _, fs in decoded for f in fs)
+        # scale / size describe the mosaic itself: training never maps a sample's boxes back to a file's pixels.
+        return Sample(image, merged, self.source, decoded[0][0], 1.0, (self.imgsz, self.imgsz), skipped=failed)
 
     def _decode(self, i: int) -> tuple[int, Tensor, tuple[str, ...]]:
         """Image i, or if it fails to decode, the next image of this source that does.

@@ -1,5 +1,5 @@
-"""COCO mAP50-95, mAP50 and recall at IoU 0.5 for one head, by pycocotools (the reference implementation, run in
-memory)."""
+"""COCO mAP50-95, mAP50, AP50 by object size, recall at IoU 0.5 and the F1-optimal confidence for one head, by
+pycocotools (the reference implementation, run in memory)."""
 
 from __future__ import annotations
 
@@ -33,11 +33,19 @@ class ImageBoxes:
         )
 
 
+SIZES = ("small", "medium", "large")  # COCO's area ranges: < 32^2, 32^2..96^2, > 96^2 original pixels
+KEYS = ("mAP50-95", "mAP50", *(f"AP50_{s}" for s in SIZES), "recall50", "f1", "f1_conf")
+
+
 def coco_map(gts: list[ImageBoxes], preds: list[ImageBoxes], class_names: list[str]) -> dict[str, float]:
-    """gts[i] and preds[i] are the same image. Returns {"mAP50-95", "mAP50", "recall50"}; NaN when there is no
-    ground truth. recall50: the share of ground-truth boxes that a detection matches at IoU >= 0.5 (up to 100
-    per image), mean over the classes with ground truth; pass only the detections above a confidence to get
-    the recall a user sees at that threshold (mAP ranks by score and does not)."""
+    """gts[i] and preds[i] are the same image. Returns every key of KEYS; NaN when there is no ground truth.
+
+    AP50_small/medium/large: AP at IoU 0.5 over COCO's area ranges (pycocotools' areaRng, in original pixels),
+    mean over the classes with ground truth of that size. recall50: the share of ground-truth boxes that a
+    detection matches at IoU >= 0.5 (up to 100 per image), mean over the classes with ground truth; pass only the
+    detections above a confidence to get the recall a user sees at that threshold (mAP ranks by score and does
+    not). f1_conf: the confidence that maximises F1 at IoU 0.5 (mean over classes), as Ultralytics picks the
+    threshold it reports; f1: that maximum."""
     if len(gts) != len(preds):
         raise ValueError(f"{len(gts)} ground-truth images but {len(preds)} prediction images")
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(class_names)]
@@ -49,10 +57,10 @@ def coco_map(gts: list[ImageBoxes], preds: list[ImageBoxes], class_names: list[s
     for k, a in enumerate(anns, 1):
         a["id"] = k
     if not any(a["iscrowd"] == 0 for a in anns):
-        return {"mAP50-95": float("nan"), "mAP50": float("nan"), "recall50": float("nan")}
+        return dict.fromkeys(KEYS, float("nan"))
     dets = _as_coco(preds, with_scores=True)
     if not dets:
-        return {"mAP50-95": 0.0, "mAP50": 0.0, "recall50": 0.0}
+        return {**dict.fromkeys(KEYS, 0.0), "f1_conf": float("nan")}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         gt = COCO()
         gt.dataset = {"images": images, "annotations": anns, "categories": categories}
@@ -65,8 +73,50 @@ def coco_map(gts: list[ImageBoxes], preds: list[ImageBoxes], class_names: list[s
         ev.summarize()
     # eval["recall"]: [IoU thresholds, classes, areas, maxDets]; -1 marks a class without ground truth.
     recall = ev.eval["recall"][0, :, 0, -1]
-    recall50 = float(recall[recall > -1].mean())
-    return {"mAP50-95": max(0.0, float(ev.stats[0])), "mAP50": max(0.0, float(ev.stats[1])), "recall50": recall50}
+    out = {"mAP50-95": max(0.0, float(ev.stats[0])), "mAP50": max(0.0, float(ev.stats[1]))}
+    # eval["precision"]: [IoU thresholds, recall points, classes, areas (all, small, medium, large), maxDets].
+    for a, size in enumerate(SIZES, 1):
+        p = ev.eval["precision"][0, :, :, a, -1]
+        valid = p[:, (p > -1).all(0)]
+        out[f"AP50_{size}"] = float(valid.mean()) if valid.size else float("nan")
+    out["recall50"] = float(recall[recall > -1].mean())
+    out["f1"], out["f1_conf"] = _best_f1(ev)
+    return out
+
+
+def _best_f1(ev: COCOeval) -> tuple[float, float]:
+    """(max F1 at IoU 0.5, the confidence giving it): F1 averaged over the classes with ground truth, on a grid of
+    confidences c, keeping detections scored > c as predict does. Ties (a plateau between a hit's score and the
+    next false positive's) resolve to the middle of the widest run of best values, away from both edges.
+
+    Read from pycocotools' per-image matches (evalImgs, all areas, maxDets 100), not its precision array: that one
+    is interpolated (the best precision at any higher recall), blind to false positives after the last hit.
+    Neither pycocotools nor torchvision picks a threshold; Ultralytics does the same on its own matching."""
+    grid = np.linspace(0, 1, 1001)
+    n_area, n_img = len(ev.params.areaRng), len(ev.params.imgIds)
+    curves = []
+    for k in range(len(ev.params.catIds)):
+        per_img = [e for e in ev.evalImgs[k * n_area * n_img : k * n_area * n_img + n_img] if e is not None]
+        n_gt = sum(int((~np.asarray(e["gtIgnore"], bool)).sum()) for e in per_img)
+        if n_gt == 0:
+            continue
+        scores = np.concatenate([np.asarray(e["dtScores"][:100]) for e in per_img] or [np.zeros(0)])
+        matched = np.concatenate([e["dtMatches"][0, :100] > 0 for e in per_img] or [np.zeros(0, bool)])
+        ignored = np.concatenate([e["dtIgnore"][0, :100].astype(bool) for e in per_img] or [np.zeros(0, bool)])
+        scores, matched = scores[~ignored], matched[~ignored]
+        kept = scores[None, :] > grid[:, None]  # (grid, detections)
+        tp = (kept & matched[None]).sum(1)
+        n_kept = kept.sum(1)
+        curves.append(np.where(n_kept > 0, 2 * tp / np.maximum(n_kept + n_gt, 1), 0.0))  # F1 = 2TP / (2TP+FP+FN)
+    if not curves:
+        return float("nan"), float("nan")
+    f1 = np.mean(curves, 0)
+    best = np.isclose(f1, f1.max(), rtol=0, atol=1e-9)
+    # The widest run of best values, then its middle.
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], best.astype(int), [0]])))
+    starts, stops = edges[::2], edges[1::2]
+    widest = int(np.argmax(stops - starts))
+    return float(f1.max()), float(grid[(starts[widest] + stops[widest] - 1) // 2])
 
 
 _EMPTY = ImageBoxes(np.zeros((0, 4), np.float32), np.zeros(0, np.int64))

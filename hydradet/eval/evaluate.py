@@ -72,7 +72,7 @@ def evaluate(
 
 
 # task -> the metrics `evaluate` reports for it, as results.csv names them (`<head>/<metric>`).
-METRICS = {"detect": ("mAP50-95", "mAP50"), "classify": ("accuracy",), "regress": ("MAE",)}
+METRICS = {"detect": ("mAP50-95", "mAP50", "f1_conf"), "classify": ("accuracy",), "regress": ("MAE",)}
 
 
 def fitness(results: dict[str, dict[str, float]], heads: dict[str, HeadConfig]) -> float:

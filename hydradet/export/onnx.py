@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from hydradet.errors import UserError
 from hydradet.export.nms import decode, nms_padded
-from hydradet.infer.settings import HeadSettings, SettingError, resolve, select_heads
+from hydradet.infer.settings import HeadSettings, SettingError, default_settings, resolve, select_heads
 from hydradet.model.detector import HydraDetector
 
 FORMAT_VERSION = 1
@@ -106,9 +106,8 @@ def export_onnx(
     max_det: int | None = None,
     opset: int = DEFAULT_OPSET,
 ) -> Path:
-    """Write `out` (.onnx) and return it. conf/iou/max_det (NMS only) default to `predict:` in default.yaml."""
-    from hydradet.config.load import defaults
-
+    """Write `out` (.onnx) and return it. conf/iou/max_det (NMS only) default as for predicting with the weights:
+    each head's calibrated conf when the weights carry one, else `predict:` in default.yaml."""
     onnx = require("onnx")
 
     names = select_heads(heads, list(model.heads))
@@ -117,8 +116,7 @@ def export_onnx(
         raise SettingError(f"imgsz: {size} must be a multiple of 32, >= 32")
     if opset < DEFAULT_OPSET:
         raise SettingError(f"opset: {opset}; hydradet exports opset {DEFAULT_OPSET} or newer")
-    d = defaults()["predict"]
-    base = dict.fromkeys(model.heads, HeadSettings(d["conf"], d["iou"], d["max_det"]))
+    base = default_settings(model.heads, model.calibrated_conf)
     tasks = {h: model.head_cfgs[h].task for h in names}
     nms = None if raw else resolve([h for h in names if tasks[h] == "detect"], base, conf, iou, max_det)
 

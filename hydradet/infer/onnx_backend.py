@@ -16,7 +16,7 @@ from torch import Tensor
 from hydradet.errors import WeightsError
 from hydradet.export.nms import select
 from hydradet.export.onnx import output_names, require
-from hydradet.infer.settings import HeadSettings, SettingError
+from hydradet.infer.settings import HeadSettings, SettingError, default_settings
 from hydradet.model.detect_head import Detections
 
 
@@ -48,11 +48,8 @@ class OnnxBackend:
         self._sessions = {tuple(self.heads): full}
 
     def defaults(self) -> dict[str, HeadSettings]:
-        from hydradet.config.load import defaults
-
-        d = defaults()["predict"]
         # Image-level heads take no thresholds; they get the defaults so that every head has settings.
-        return dict.fromkeys(self.heads, HeadSettings(d["conf"], d["iou"], d["max_det"])) | self.baked
+        return default_settings(self.heads, {}) | self.baked
 
     def check_imgsz(self, imgsz: int | None) -> int:
         if imgsz not in (None, self.imgsz):

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from hydradet.data.dataset import letterbox, unletterbox
 from hydradet.infer.results import ClassifyResult, HeadResult, RegressResult, Result
-from hydradet.infer.settings import HeadSettings, SettingError
+from hydradet.infer.settings import HeadSettings, SettingError, default_settings
 from hydradet.infer.sources import Frame
 from hydradet.model.detect_head import Detections
 from hydradet.model.detector import HydraDetector
@@ -49,10 +49,7 @@ class TorchBackend:
         self.imgsz = model.model_cfg.imgsz
 
     def defaults(self) -> dict[str, HeadSettings]:
-        from hydradet.config.load import defaults
-
-        d = defaults()["predict"]  # the one place defaults live
-        return dict.fromkeys(self.classes, HeadSettings(d["conf"], d["iou"], d["max_det"]))
+        return default_settings(self.classes, self.model.calibrated_conf)
 
     def check_imgsz(self, imgsz: int | None) -> int:
         size = imgsz or self.imgsz

@@ -6,7 +6,7 @@ Heads a dict leaves out keep the default.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,16 @@ class HeadSettings:
     conf: float
     iou: float
     max_det: int
+
+
+def default_settings(heads: Iterable[str], calibrated: Mapping[str, float]) -> dict[str, HeadSettings]:
+    """Every head's settings when the caller gives none: `predict:` in default.yaml, except a detect head's conf,
+    which comes from `calibrated` (its F1-optimal confidence on its own val data, stored in the weights by
+    training) when the weights have one for it."""
+    from hydradet.config.load import defaults
+
+    d = defaults()["predict"]  # the one place defaults live
+    return {h: HeadSettings(float(calibrated.get(h, d["conf"])), d["iou"], d["max_det"]) for h in heads}
 
 
 def select_heads(requested: Sequence[str] | str | None, available: Sequence[str]) -> list[str]:

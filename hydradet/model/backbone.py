@@ -1,4 +1,4 @@
-"""Backbones from torchvision, cut to return their stride-8, -16 and -32 feature maps."""
+"""Backbones from torchvision or timm, cut to return their stride-8, -16 and -32 feature maps."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ _RETURN_NODES = {
 _IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), False)
 _INPUT_NORM = {"shufflenet_v2_x0_5_megvii": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), True)}
 
+TIMM_PREFIX = "timm:"  # model.backbone=timm:NAME builds any timm model (hydradet/model/timm_backbone.py)
+
 # Names built from hydradet's Megvii-layout module rather than torchvision, with their width multiplier.
 _MEGVII = {"shufflenet_v2_x0_5_megvii": 0.5}
 
@@ -40,8 +42,11 @@ class Backbone(nn.Module):
 
     strides = (8, 16, 32)
 
-    def __init__(self, name: str, weights: Path | None = None, norm: str = "batch") -> None:
+    def __init__(self, name: str, weights: Path | str | None = None, norm: str = "batch") -> None:
         super().__init__()
+        if name.startswith(TIMM_PREFIX):
+            self._init_timm(name.removeprefix(TIMM_PREFIX), weights, norm)
+            return
         if name in _MEGVII:
             net = _megvii_net(name, weights)
         else:
@@ -67,10 +72,21 @@ class Backbone(nn.Module):
             self.body.train()
         self.out_channels = [f.shape[1] for f in probe.values()]
 
+    def _init_timm(self, name: str, weights: Path | str | None, norm: str) -> None:
+        """A timm model with `features_only`: its feature maps at reductions 8, 16, 32 (timm's feature_info)."""
+        from hydradet.model.timm_backbone import create_timm_body
+
+        self.body, mean, std = create_timm_body(name, weights, frozen_norm=norm == "frozen")
+        self.bgr = False
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.out_channels = list(self.body.feature_info.channels())
+
     def forward(self, images: Tensor) -> list[Tensor]:
         if self.bgr:
             images = images.flip(1)
-        return list(self.body((images - self.mean) / self.std).values())
+        feats = self.body((images - self.mean) / self.std)
+        return list(feats.values()) if isinstance(feats, dict) else list(feats)
 
 
 def _megvii_net(name: str, weights: Path | None) -> nn.Module:

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, generalized_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops import batched_nms, box_iou, generalized_box_iou_loss, sigmoid_focal_loss
 
+from hydradet.model.assign import atss_assign, encode, fcos_assign
 from hydradet.model.layers import conv_tower
 
 
@@ -45,9 +46,19 @@ class DetectHead(nn.Module):
     center_radius = 1.5  # center sampling radius, in strides (torchvision's default)
     focal_alpha, focal_gamma = 0.25, 2.0
 
-    def __init__(self, width: int, num_classes: int, num_convs: int, strides: tuple[int, ...]) -> None:
+    def __init__(
+        self,
+        width: int,
+        num_classes: int,
+        num_convs: int,
+        strides: tuple[int, ...],
+        assigner: str = "fcos",
+        cls_target: str = "one",
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
+        self.assigner = assigner
+        self.cls_target = cls_target
         self.strides = strides
         self.cls_tower = conv_tower(width, num_convs)
         self.box_tower = conv_tower(width, num_convs)
@@ -90,24 +101,34 @@ class DetectHead(nn.Module):
         num_fg = max(1.0, float(fg.sum()))
         counted = ~torch.stack([_inside_any(out.points, t.get("ignore")) for t in targets]) | fg
 
-        cls_target = torch.zeros_like(out.cls_logits)
         box_target = torch.zeros_like(out.box_ltrb)
+        fg_labels = torch.zeros_like(gt_idx)
         for i, t in enumerate(targets):
             pos = fg[i]
             if pos.any():
                 g = gt_idx[i, pos]
-                cls_target[i, pos, t["labels"][g]] = 1.0
+                fg_labels[i, pos] = t["labels"][g]
                 box_target[i, pos] = t["boxes"][g]
-        loss_cls = sigmoid_focal_loss(
-            out.cls_logits, cls_target, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="none"
-        )
-        loss_cls = (loss_cls.sum(-1) * counted).sum()
-
         pts = out.points.unsqueeze(0).expand_as(out.box_ltrb[..., :2])[fg]
         pred_boxes = _decode(pts, out.box_ltrb[fg])
         gt_boxes = box_target[fg]
+
+        cls_target = torch.zeros_like(out.cls_logits)
+        if self.cls_target == "iou":
+            # Quality focal loss (GFL, Li et al. 2020): a positive's target is the IoU its box reaches, so the
+            # score ranks detections by how well they are localised, not only by whether an object is there.
+            quality = box_iou(pred_boxes.detach(), gt_boxes).diagonal().clamp(min=0.01)
+            cls_target[fg, fg_labels[fg]] = quality
+            loss_cls = _quality_focal_loss(out.cls_logits, cls_target, self.focal_gamma)
+        else:
+            cls_target[fg, fg_labels[fg]] = 1.0
+            loss_cls = sigmoid_focal_loss(
+                out.cls_logits, cls_target, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="none"
+            )
+        loss_cls = (loss_cls.sum(-1) * counted).sum()
+
         loss_box = generalized_box_iou_loss(pred_boxes, gt_boxes, reduction="sum")
-        ctr_target = _centerness(_encode(pts, gt_boxes))
+        ctr_target = _centerness(encode(pts, gt_boxes))
         loss_ctr = F.binary_cross_entropy_with_logits(out.centerness[fg], ctr_target, reduction="sum")
         return {"cls": loss_cls / num_fg, "box": loss_box / num_fg, "ctr": loss_ctr / num_fg}
 
@@ -133,24 +154,10 @@ class DetectHead(nn.Module):
 
     @torch.no_grad()
     def assign(self, points: Tensor, strides: Tensor, boxes: Tensor) -> Tensor:
-        """FCOS assignment: each location -> the smallest box whose centre region holds it and whose size
-        suits the location's level; -1 where none does."""
-        if boxes.numel() == 0:
-            return torch.full((points.shape[0],), -1, dtype=torch.long, device=points.device)
-        centers = (boxes[:, :2] + boxes[:, 2:]) / 2  # (G, 2)
-        radius = strides[:, None] * self.center_radius  # (L, 1)
-        near_center = ((points[:, None, :] - centers[None]).abs() < radius[..., None]).all(-1)  # (L, G)
-        ltrb = _encode(points[:, None, :], boxes[None])  # (L, G, 4)
-        inside = ltrb.min(-1).values > 0
-        reach = ltrb.max(-1).values
-        # Scale ranges by level: (0, 64] at stride 8, (64, 128] at 16, (128, inf) at 32 (FCOS: 4x..8x stride).
-        lower = torch.where(strides == strides.min(), 0.0, strides * 4)[:, None]
-        upper = torch.where(strides == strides.max(), math.inf, strides * 8)[:, None]
-        ok = near_center & inside & (reach > lower) & (reach <= upper)
-        area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))[None].expand_as(ok)
-        area = torch.where(ok, area, math.inf)
-        best_area, best = area.min(1)
-        return torch.where(torch.isfinite(best_area), best, -1)
+        """(L,) index of the box each location is a positive of, -1 for background (hydradet/model/assign.py)."""
+        if self.assigner == "fcos":
+            return fcos_assign(points, strides, boxes, self.center_radius)
+        return atss_assign(points, strides, boxes)
 
     @torch.no_grad()
     def postprocess(
@@ -173,6 +180,14 @@ class DetectHead(nn.Module):
         return results
 
 
+def _quality_focal_loss(logits: Tensor, target: Tensor, beta: float) -> Tensor:
+    """GFL's quality focal loss (Li et al. 2020, eq. 5): BCE against a soft target in [0, 1], scaled by
+    |target - p|^beta; elementwise. torchvision's sigmoid_focal_loss assumes binary targets (its (1 - p_t)^gamma
+    term is not |y - p|^beta for 0 < y < 1), hence written here."""
+    p = logits.sigmoid()
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="none") * (target - p).abs().pow(beta)
+
+
 def _soft_bce(logits: Tensor, target: Tensor) -> Tensor:
     """BCE against soft targets minus the targets' entropy (the KL divergence of two Bernoullis, >= 0)."""
     entropy = F.binary_cross_entropy(target, target, reduction="none")
@@ -183,7 +198,7 @@ def _inside_any(points: Tensor, regions: Tensor | None) -> Tensor:
     """(L,) True where a point lies inside at least one region (K, 4)."""
     if regions is None or regions.numel() == 0:
         return torch.zeros(points.shape[0], dtype=torch.bool, device=points.device)
-    ltrb = _encode(points[:, None, :], regions[None].to(points.device))
+    ltrb = encode(points[:, None, :], regions[None].to(points.device))
     return (ltrb.min(-1).values > 0).any(1)
 
 
@@ -191,10 +206,6 @@ def _grid(size: torch.Size, stride: int, device: torch.device) -> Tensor:
     h, w = size
     ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
     return (torch.stack([xs, ys], -1).reshape(-1, 2).float() + 0.5) * stride
-
-
-def _encode(points: Tensor, boxes: Tensor) -> Tensor:
-    return torch.cat([points - boxes[..., :2], boxes[..., 2:] - points], -1)
 
 
 def _decode(points: Tensor, ltrb: Tensor) -> Tensor:

@@ -25,6 +25,9 @@ class HydraDetector(nn.Module):
         self.backbone = Backbone(model_cfg.backbone, model_cfg.backbone_weights, model_cfg.backbone_norm)
         self.neck = Neck(self.backbone.out_channels, model_cfg.neck_width, model_cfg.shared_convs)
         self.heads = nn.ModuleDict({name: build_head(h, model_cfg) for name, h in heads.items()})
+        # Detect head -> its F1-optimal confidence on its val data, set by training and kept in the weights'
+        # metadata (`conf`): predict's default threshold for that head.
+        self.calibrated_conf: dict[str, float] = {}
 
     def freeze(self, prefixes: Iterable[str]) -> None:
         """Freeze the modules under these name prefixes and unfreeze the rest: a frozen parameter has
@@ -72,7 +75,9 @@ def build_head(cfg: HeadConfig, model_cfg: ModelConfig) -> nn.Module:
     if cfg.task == "regress":
         mean, std = cfg.mean or 0.0, cfg.std or 1.0
         return RegressHead(width, mean, std, len(Backbone.strides))
-    return DetectHead(width, len(cfg.classes), model_cfg.head_convs, Backbone.strides)
+    return DetectHead(
+        width, len(cfg.classes), model_cfg.head_convs, Backbone.strides, model_cfg.assigner, model_cfg.cls_target
+    )
 
 
 def under(name: str, prefixes: Iterable[str]) -> bool:

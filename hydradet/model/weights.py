@@ -29,6 +29,7 @@ def save_weights(model: HydraDetector, path: Path, extra: dict[str, Any] | None 
         "format_version": FORMAT_VERSION,
         "model": model.model_cfg.model_dump(mode="json"),
         "heads": {name: h.model_dump(mode="json") for name, h in model.head_cfgs.items()},
+        "conf": model.calibrated_conf,
         **(extra or {}),
     }
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -56,6 +57,10 @@ def load_model(path: str | Path) -> HydraDetector:
     heads = {name: HeadConfig.model_validate(h) for name, h in meta["heads"].items()}
     model = HydraDetector(model_cfg, heads)
     model.load_state_dict(load_file(str(path)), strict=True)
+    conf = meta.get("conf") or {}
+    if not isinstance(conf, dict) or not all(isinstance(v, int | float) and 0 <= v <= 1 for v in conf.values()):
+        raise WeightsError(f"{path}: metadata `conf` must map heads to confidences in [0, 1], got {conf!r}")
+    model.calibrated_conf = {h: float(v) for h, v in conf.items() if h in model.heads}
     return model.eval()
 
 

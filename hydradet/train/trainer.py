@@ -43,13 +43,7 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
     sizes = [len(ds) for ds in train_sets]
     steps = cfg.train.steps_per_epoch or max(1, math.ceil(sum(sizes) / cfg.train.batch))
     sampler = SourceBatchSampler(sizes, cfg.train.batch, cfg.train.sampling, steps, cfg.train.seed)
-    loader = DataLoader(
-        ConcatDataset(train_sets),
-        batch_sampler=sampler,
-        collate_fn=collate,
-        num_workers=cfg.train.workers,
-        persistent_workers=cfg.train.workers > 0,
-    )
+    loader = make_loader(train_sets, sampler, cfg.train.workers)
 
     # Model: one backbone and neck, a head per label space; optionally started from a weights file.
     model = HydraDetector(cfg.model, cfg.heads)
@@ -83,6 +77,11 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
     best_fitness: float | None = None  # None until an evaluated epoch has written best.safetensors
     step = 0
     for epoch in range(1, cfg.train.epochs + 1):
+        if epoch == cfg.train.epochs - cfg.augment.close_mosaic + 1 and any(ds.mosaic for ds in train_sets):
+            log(f"  mosaic off for the last {cfg.augment.close_mosaic} epochs")
+            for ds in train_sets:
+                ds.mosaic = 0.0
+            loader = make_loader(train_sets, sampler, cfg.train.workers)  # workers hold copies of the datasets
         frozen = frozen_at(cfg, epoch)
         if frozen != model.frozen:
             log(f"  phase from epoch {epoch}: frozen: {', '.join(frozen) or 'nothing'}")
@@ -123,6 +122,8 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
             log(format_table(metrics))
             for h, m in metrics.items():
                 row.update({f"{h}/{k}": round(m[k], 4) for k in METRICS[cfg.heads[h].task]})
+            # Each detect head's default predict conf: where F1 peaks on its own val data (saved in the weights).
+            final.calibrated_conf = {h: round(m["f1_conf"], 3) for h, m in metrics.items() if _finite(m.get("f1_conf"))}
             # best = highest mean over the heads with val data of mAP50-95 / accuracy / 1 / (1 + MAE / std)
             # (eval.fitness); judged on evaluated epochs only.
             score = fitness(metrics, cfg.heads)
@@ -137,6 +138,17 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
             save_weights(final, run_dir / "weights" / f"{name}.safetensors", {"epoch": cfg.train.epochs})
     log(f"done: {run_dir / 'weights' / 'best.safetensors'}  results: {results_csv}")
     return run_dir
+
+
+def make_loader(train_sets: list[SourceDataset], sampler: SourceBatchSampler, workers: int) -> DataLoader:
+    """Every source's train split as one stream; the sampler decides how they mix into batches."""
+    return DataLoader(
+        ConcatDataset(train_sets),
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
 
 
 def frozen_at(cfg: Config, epoch: int) -> tuple[str, ...]:
@@ -175,6 +187,10 @@ def describe_data(cfg: Config, train_sets: list[SourceDataset], val_sets: list[S
             )
             lines.append(f"  note: head {head!r} has no train source; {moved_by}")
     return lines
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
 
 
 def _first(places: list[str] | None) -> str:
