@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: demo test lint venv clean bench
+.PHONY: demo test lint venv clean bench bench-real
 
 venv: $(VENV_STAMP)
 
@@ -25,6 +25,11 @@ SHARED_TOWER := model.shared_convs=2,model.head_convs=0
 bench: venv
 	$(PY) benchmarks/partial_labels.py --variant "hydradet shared tower:$(SHARED_TOWER)" --out runs/bench/partial_labels
 	$(PY) benchmarks/heads_scaling.py --variant "default:" --variant "shared:$(SHARED_TOWER)" --out runs/bench/heads_scaling
+
+# The real-photo benchmark (../shared/data): hydradet vs merged vs separate, each row trained with the default recipe
+# (BENCHMARKS.md). About 1.5 h on 2 cores; `--quick` (seeded subsets, fewer epochs) for iterating.
+bench-real: venv
+	$(PY) benchmarks/real_partial.py --out runs/bench/real_partial
 
 lint: venv
 	.venv/bin/ruff check hydradet tests benchmarks

@@ -29,7 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("predict", help="detect on images, folders, globs and videos; pictures, videos and JSON out")
     p.add_argument("weights", type=Path, help=".safetensors from train, or .onnx from export")
     p.add_argument("inputs", nargs="+", help="images, folders, globs (quoted) or video files")
-    p.add_argument("--conf", default=None, help="score threshold: 0.3 or per head person=0.4,animal=0.3 (predict.conf)")
+    p.add_argument(
+        "--conf",
+        default=None,
+        help="score threshold: 0.3 or per head person=0.4,animal=0.3 "
+        "(default: each head's calibrated conf in the weights, else predict.conf)",
+    )
     p.add_argument("--iou", default=None, help="NMS IoU: 0.5 or per head person=0.6,animal=0.5 (predict.iou)")
     p.add_argument("--max-det", type=int, default=None, help="detections per image and head (predict.max_det)")
     p.add_argument("--heads", default=None, help="comma-separated heads to run (default: all); others do not run")

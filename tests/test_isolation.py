@@ -149,3 +149,17 @@ def test_check_untouched_raises_when_a_head_without_samples_got_a_gradient():
     with pytest.raises(RuntimeError, match="head 'person' had no samples"):
         check_untouched(model.heads, active=["animal"])
     check_untouched(model.heads, active=["animal", "person"])
+
+
+def test_running_loss_norm_moves_only_on_the_heads_own_steps():
+    # model.loss_norm=running keeps a per-head running count of positives: state outside the weights that an
+    # animal-only step must leave alone, as it does the person head's parameters and optimizer state.
+    cfg = tiny_config("model.loss_norm=running")
+    model = tiny_model(cfg)
+    opt, sh = build_optimizer(model, cfg.train), cfg.source_heads()
+    train_step(model, opt, make_batch(cfg, ["persons", "animals"], seed=3), sh)
+    person, animal = float(model.heads["person"].running_fg), float(model.heads["animal"].running_fg)
+    assert person > 0 and animal > 0
+    train_step(model, opt, make_batch(cfg, ["animals"] * 2, seed=4), sh)
+    assert float(model.heads["person"].running_fg) == person
+    assert float(model.heads["animal"].running_fg) != animal

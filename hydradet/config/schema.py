@@ -118,6 +118,7 @@ class ModelConfig(Strict):
     init: Path | None
     assigner: Literal["fcos", "atss"]
     cls_target: Literal["one", "iou"]
+    loss_norm: Literal["batch", "running"]
 
     @field_validator("backbone")
     @classmethod

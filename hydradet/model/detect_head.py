@@ -54,11 +54,14 @@ class DetectHead(nn.Module):
         strides: tuple[int, ...],
         assigner: str = "fcos",
         cls_target: str = "one",
+        loss_norm: str = "batch",
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.assigner = assigner
         self.cls_target = cls_target
+        self.loss_norm = loss_norm
+        self.register_buffer("running_fg", torch.zeros(()), persistent=False)
         self.strides = strides
         self.cls_tower = conv_tower(width, num_convs)
         self.box_tower = conv_tower(width, num_convs)
@@ -98,7 +101,7 @@ class DetectHead(nn.Module):
         """
         gt_idx = torch.stack([self.assign(out.points, out.strides, t["boxes"]) for t in targets])  # (B, L)
         fg = gt_idx >= 0  # gt_idx: index of the matched box, -1 for background
-        num_fg = max(1.0, float(fg.sum()))
+        num_fg = self._normaliser(float(fg.sum()))
         counted = ~torch.stack([_inside_any(out.points, t.get("ignore")) for t in targets]) | fg
 
         box_target = torch.zeros_like(out.box_ltrb)
@@ -131,6 +134,18 @@ class DetectHead(nn.Module):
         ctr_target = _centerness(encode(pts, gt_boxes))
         loss_ctr = F.binary_cross_entropy_with_logits(out.centerness[fg], ctr_target, reduction="sum")
         return {"cls": loss_cls / num_fg, "box": loss_box / num_fg, "ctr": loss_ctr / num_fg}
+
+    def _normaliser(self, num_fg: float) -> float:
+        """What the loss sums are divided by: this batch's count of positives (FCOS), or with loss_norm="running" a
+        running mean of this head's own counts (momentum 0.9), so that a batch with few of this head's objects does
+        not weigh each of them many times more. Updated only when this head's loss is computed, i.e. on steps with
+        its own samples (the rule); a non-persistent buffer, so weights files are unchanged."""
+        if self.loss_norm == "batch" or not torch.is_grad_enabled():
+            return max(1.0, num_fg)
+        with torch.no_grad():
+            seen = float(self.running_fg) > 0
+            self.running_fg.copy_(self.running_fg * 0.9 + num_fg * 0.1 if seen else torch.tensor(num_fg))
+        return max(1.0, float(self.running_fg))
 
     def distill_loss(self, out: DetectOutput, teacher: DetectOutput) -> dict[str, Tensor]:
         """Match a teacher's outputs on the same images (soft targets; `train.distill_old_heads`).

@@ -76,7 +76,13 @@ def build_head(cfg: HeadConfig, model_cfg: ModelConfig) -> nn.Module:
         mean, std = cfg.mean or 0.0, cfg.std or 1.0
         return RegressHead(width, mean, std, len(Backbone.strides))
     return DetectHead(
-        width, len(cfg.classes), model_cfg.head_convs, Backbone.strides, model_cfg.assigner, model_cfg.cls_target
+        width,
+        len(cfg.classes),
+        model_cfg.head_convs,
+        Backbone.strides,
+        model_cfg.assigner,
+        model_cfg.cls_target,
+        model_cfg.loss_norm,
     )
 
 
