@@ -141,3 +141,28 @@ def test_quality_target_teaches_each_positive_the_iou_its_box_reaches():
         tweaked = DetectOutput(logits, out.box_ltrb, out.centerness, out.points, out.strides)
         losses.append(float(head.loss(tweaked, [target])["cls"]))
     assert losses[0] < losses[1] and losses[0] < losses[2]
+
+
+def test_separable_towers_cost_a_fraction_of_full_ones_and_still_learn():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    feats = [torch.randn(2, 64, 256 // s, 256 // s) for s in STRIDES]
+    flops = {}
+    for separable in (False, True):
+        torch.manual_seed(0)
+        head = DetectHead(64, 1, 2, STRIDES, separable=separable)
+        with FlopCounterMode(display=False) as counter:
+            head(feats)
+        flops[separable] = counter.get_total_flops()
+        target = {"boxes": torch.tensor([[20.0, 20.0, 90.0, 120.0]]), "labels": torch.tensor([0])}
+        opt = torch.optim.AdamW(head.parameters(), lr=1e-2)
+        first = None
+        one = [f[:1] for f in feats]
+        for _ in range(15):
+            loss = sum(head.loss(head(one), [target]).values())
+            first = float(loss) if first is None else first
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        assert float(loss) < 0.7 * first, separable
+    assert flops[True] < 0.35 * flops[False]

@@ -119,6 +119,7 @@ class ModelConfig(Strict):
     assigner: Literal["fcos", "atss"]
     cls_target: Literal["one", "iou"]
     loss_norm: Literal["batch", "running"]
+    head_conv: Literal["full", "separable"]
 
     @field_validator("backbone")
     @classmethod

@@ -55,6 +55,7 @@ class DetectHead(nn.Module):
         assigner: str = "fcos",
         cls_target: str = "one",
         loss_norm: str = "batch",
+        separable: bool = False,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -63,15 +64,16 @@ class DetectHead(nn.Module):
         self.loss_norm = loss_norm
         self.register_buffer("running_fg", torch.zeros(()), persistent=False)
         self.strides = strides
-        self.cls_tower = conv_tower(width, num_convs)
-        self.box_tower = conv_tower(width, num_convs)
+        self.cls_tower = conv_tower(width, num_convs, separable)
+        self.box_tower = conv_tower(width, num_convs, separable)
         self.cls_logits = nn.Conv2d(width, num_classes, 3, padding=1)
         self.box_pred = nn.Conv2d(width, 4, 3, padding=1)
         self.ctr_pred = nn.Conv2d(width, 1, 3, padding=1)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, std=0.01)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
         # Start every location at a 1% foreground prior so that focal loss begins near its equilibrium.
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - 0.01) / 0.01))
 

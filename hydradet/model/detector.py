@@ -83,6 +83,7 @@ def build_head(cfg: HeadConfig, model_cfg: ModelConfig) -> nn.Module:
         model_cfg.assigner,
         model_cfg.cls_target,
         model_cfg.loss_norm,
+        model_cfg.head_conv == "separable",
     )
 
 
