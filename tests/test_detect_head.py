@@ -146,6 +146,7 @@ def test_quality_target_teaches_each_positive_the_iou_its_box_reaches():
 def test_separable_towers_cost_a_fraction_of_full_ones_and_still_learn():
     from torch.utils.flop_counter import FlopCounterMode
 
+    torch.manual_seed(0)
     feats = [torch.randn(2, 64, 256 // s, 256 // s) for s in STRIDES]
     flops = {}
     for separable in (False, True):
@@ -158,11 +159,11 @@ def test_separable_towers_cost_a_fraction_of_full_ones_and_still_learn():
         opt = torch.optim.AdamW(head.parameters(), lr=1e-2)
         first = None
         one = [f[:1] for f in feats]
-        for _ in range(15):
+        for _ in range(30):
             loss = sum(head.loss(head(one), [target]).values())
             first = float(loss) if first is None else first
             opt.zero_grad()
             loss.backward()
             opt.step()
-        assert float(loss) < 0.7 * first, separable
+        assert float(loss) < 0.6 * first, separable
     assert flops[True] < 0.35 * flops[False]
