@@ -16,13 +16,14 @@ from hydradet.data.synth import SynthSpec, write_synthetic_world
 from hydradet.eval.evaluate import evaluate, format_table
 from hydradet.infer.model import Model
 from hydradet.infer.predict import TorchBackend
+from hydradet.model.shufflenet_megvii import MEGVII_IMAGENET
 from hydradet.model.weights import load_model
 from hydradet.train.trainer import train
 
 TARGET_MAP50 = 0.5
-# The pretrained backbone that ships with the repo (BSD-3-Clause, see weights/README.md): from random init the
-# same budget leaves the animal head far below 0.5 mAP50 (BENCHMARKS.md); from these ImageNet weights both clear it.
-BACKBONE_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "shufflenetv2_x0_5_megvii.safetensors"
+# The pretrained backbone that ships in the package (BSD-3-Clause, see hydradet/weights/README.md): from random init
+# the same budget leaves the animal head far below 0.5 mAP50 (BENCHMARKS.md); from these ImageNet weights both clear it.
+BACKBONE_WEIGHTS = MEGVII_IMAGENET
 # The demo's settings on top of default.yaml: a light backbone and size that train in minutes on 2 cores.
 DEMO_OVERRIDES = [
     "model.backbone=shufflenet_v2_x0_5_megvii",

@@ -10,7 +10,13 @@ from hydradet.model.detector import HydraDetector
 
 IMGSZ = 64
 # Overrides that make a CLI training run on a synthetic world take seconds.
-CLI_FAST = ["model.backbone=shufflenet_v2_x0_5", "model.imgsz=96", "model.neck_width=16", "train.batch=4"]
+CLI_FAST = [
+    "model.backbone=shufflenet_v2_x0_5",
+    "model.backbone_weights=null",
+    "model.imgsz=96",
+    "model.neck_width=16",
+    "train.batch=4",
+]
 CLI_FAST += ["train.workers=0", "eval.batch=8"]
 
 TINY = {
@@ -31,7 +37,13 @@ TINY = {
 
 
 def tiny_config(*overrides: str) -> Config:
-    base = ("model.backbone=resnet18", f"model.imgsz={IMGSZ}", "model.neck_width=16", "train.workers=0")
+    base = (
+        "model.backbone=resnet18",
+        "model.backbone_weights=null",
+        f"model.imgsz={IMGSZ}",
+        "model.neck_width=16",
+        "train.workers=0",
+    )
     return load_config(TINY, [*base, *overrides], check_paths=False)
 
 

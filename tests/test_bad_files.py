@@ -24,7 +24,13 @@ from hydradet.errors import ConfigError, DataError
 
 RED = (230, 20, 20)
 HEADS = {"pets": {"task": "detect", "classes": ["cat", "dog"]}}
-FAST = ["model.backbone=shufflenet_v2_x0_5", "model.imgsz=96", "model.neck_width=16", "train.workers=0"]
+FAST = [
+    "model.backbone=shufflenet_v2_x0_5",
+    "model.backbone_weights=null",
+    "model.imgsz=96",
+    "model.neck_width=16",
+    "train.workers=0",
+]
 
 
 # ---------------------------------------------------------------- files

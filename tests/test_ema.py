@@ -16,7 +16,13 @@ from hydradet.train.ema import ModelEMA, ema_decay
 from hydradet.train.optim import build_optimizer
 from hydradet.train.step import train_step
 
-FAST = ["model.backbone=shufflenet_v2_x0_5", "model.imgsz=96", "model.neck_width=16", "train.batch=4"]
+FAST = [
+    "model.backbone=shufflenet_v2_x0_5",
+    "model.backbone_weights=null",
+    "model.imgsz=96",
+    "model.neck_width=16",
+    "train.batch=4",
+]
 FAST += ["train.workers=0", "eval.batch=8"]
 
 

@@ -27,7 +27,7 @@ from hydradet.train.step import head_losses, train_step
 from hydradet.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
-MEGVII = ROOT / "weights" / "shufflenetv2_x0_5_megvii.safetensors"
+MEGVII = ROOT / "hydradet" / "weights" / "shufflenetv2_x0_5_megvii.safetensors"
 HEADS = {
     "age": {"task": "regress"},
     "gender": {"task": "classify", "classes": ["male", "female"]},

@@ -22,7 +22,7 @@ from hydradet.model.backbone import Backbone
 from hydradet.model.shufflenet_megvii import ShuffleNetV2Megvii, ShuffleV2Block, load_megvii_state
 
 REPO = Path(__file__).resolve().parents[1]
-REPO_WEIGHTS = REPO / "weights" / "shufflenetv2_x0_5_megvii.safetensors"
+REPO_WEIGHTS = REPO / "hydradet" / "weights" / "shufflenetv2_x0_5_megvii.safetensors"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SHARED_PTH = SHARED / "weights" / "shufflenetv2_x0_5_megvii_layout.pth"
 SHARED_KEYS = SHARED / "weights" / "keys_and_shapes.txt"

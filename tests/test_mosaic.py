@@ -82,7 +82,13 @@ def _two_sources(tmp_path: Path, *overrides: str):
             "labels": {"cool": {"blue": "blue"}},
         },
     }
-    base = ["model.imgsz=64", "model.backbone=shufflenet_v2_x0_5", "model.neck_width=16", "train.workers=0"]
+    base = [
+        "model.imgsz=64",
+        "model.backbone=shufflenet_v2_x0_5",
+        "model.backbone_weights=null",
+        "model.neck_width=16",
+        "train.workers=0",
+    ]
     return load_config({"heads": heads, "sources": sources}, [*base, "augment.mosaic=1", *PLAIN, *overrides])
 
 

@@ -104,7 +104,13 @@ def test_cli_trains_through_phases_with_balancing_and_param_groups_and_its_saved
 
     world, project = tmp_path / "world", tmp_path / "runs"
     assert main(["synth", str(world), "--train-images", "4", "--val-images", "2", "--seed", "3"]) == 0
-    fast = ["model.backbone=shufflenet_v2_x0_5", "model.imgsz=64", "model.neck_width=16", "train.batch=4"]
+    fast = [
+        "model.backbone=shufflenet_v2_x0_5",
+        "model.backbone_weights=null",
+        "model.imgsz=64",
+        "model.neck_width=16",
+        "train.batch=4",
+    ]
     fast += ["train.workers=0", "eval.batch=8", "eval.every=2", "train.steps_per_epoch=1"]
     controls = ["train.phases=[{epochs: 1, freeze: [backbone]}, {epochs: 1}]", "train.balance.method=uncertainty"]
     controls += ["train.param_groups={backbone: {lr_mult: 0.5}}", f"project={project}", "name=p"]

@@ -18,7 +18,13 @@ from hydradet.data.dataset import SourceDataset
 from hydradet.data.split import split_coco
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-FAST = ["model.backbone=shufflenet_v2_x0_5", "model.imgsz=96", "model.neck_width=16", "train.batch=4"]
+FAST = [
+    "model.backbone=shufflenet_v2_x0_5",
+    "model.backbone_weights=null",
+    "model.imgsz=96",
+    "model.neck_width=16",
+    "train.batch=4",
+]
 FAST += ["train.workers=0", "eval.batch=8"]
 HEADS = {"person": ["person"], "animal": ["cat", "dog"]}
 ANIMALS = "animal=bird,cat,dog,horse,sheep,cow,elephant,bear,zebra,giraffe"

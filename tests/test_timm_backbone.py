@@ -95,3 +95,27 @@ def test_pretrained_lite0_comes_from_the_installed_wheel_offline():
     got = backbone.body.state_dict()
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
     assert backbone.mean.flatten().tolist() == pytest.approx([0.5] * 3)  # (pixel - 127) / 128, as measured
+
+
+def test_torchvision_pretrained_offline_says_what_to_do(monkeypatch):
+    import torchvision
+
+    def offline(weights=None):
+        raise OSError("no network") if weights is not None else None
+
+    monkeypatch.setattr(torchvision.models, "resnet18", offline)
+    with pytest.raises(WeightsError, match=r"model\.backbone_weights=null"):
+        Backbone("resnet18", "pretrained")
+
+
+def test_the_default_backbone_starts_from_the_imagenet_weights_shipped_in_the_package():
+    from hydradet.config.load import defaults
+    from hydradet.model.shufflenet_megvii import MEGVII_IMAGENET, load_megvii_state
+
+    model = defaults()["model"]
+    assert (model["backbone"], model["backbone_weights"]) == ("shufflenet_v2_x0_5_megvii", "pretrained")
+    backbone = Backbone(model["backbone"], model["backbone_weights"])
+    shipped = load_megvii_state(MEGVII_IMAGENET)
+    got = backbone.body.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in shipped.items() if k in got)
+    assert sum(k in got for k in shipped) == len(shipped)

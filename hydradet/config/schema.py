@@ -134,12 +134,6 @@ class ModelConfig(Strict):
             )
         return name
 
-    @model_validator(mode="after")
-    def _timm_download_needs_timm(self) -> ModelConfig:
-        if self.backbone_weights == "pretrained" and not self.backbone.startswith("timm:"):
-            raise ValueError("backbone_weights: `pretrained` is for backbone=timm:NAME; give other backbones a file")
-        return self
-
 
 class TemperatureRatios(Strict):
     temperature: float = Field(gt=0)

@@ -11,7 +11,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.ops import FrozenBatchNorm2d
 
 from hydradet.errors import WeightsError
-from hydradet.model.shufflenet_megvii import ShuffleNetV2Megvii, load_megvii_state
+from hydradet.model.shufflenet_megvii import MEGVII_IMAGENET, ShuffleNetV2Megvii, load_megvii_state
 
 # The graph nodes whose outputs are the last feature maps at strides 8, 16 and 32. MobileNet's are found by
 # probing (its stages are not named), the others are named stages.
@@ -50,8 +50,8 @@ class Backbone(nn.Module):
         if name in _MEGVII:
             net = _megvii_net(name, weights)
         else:
-            net = getattr(torchvision.models, name)(weights=None)
-            if weights is not None:
+            net = _torchvision_net(name, weights == "pretrained")
+            if weights not in (None, "pretrained"):
                 state = torch.load(weights, map_location="cpu", weights_only=True)
                 missing, _unexpected = net.load_state_dict(state, strict=False)
                 kept = [k for k in missing if not k.startswith(("fc.", "classifier.", "conv5."))]
@@ -89,11 +89,26 @@ class Backbone(nn.Module):
         return list(feats.values()) if isinstance(feats, dict) else list(feats)
 
 
-def _megvii_net(name: str, weights: Path | None) -> nn.Module:
+def _torchvision_net(name: str, download: bool) -> nn.Module:
+    """torchvision's model; with download, its default ImageNet weights through torchvision's own download."""
+    if not download:
+        return getattr(torchvision.models, name)(weights=None)
+    try:
+        return getattr(torchvision.models, name)(weights="DEFAULT")
+    except Exception as e:  # whatever the download raises offline (URLError, OSError, ...)
+        raise WeightsError(
+            f"torchvision could not fetch pretrained weights for {name} ({type(e).__name__}: {e}); offline, give a "
+            "local file (model.backbone_weights=PATH) or train from scratch (model.backbone_weights=null)"
+        ) from None
+
+
+def _megvii_net(name: str, weights: Path | str | None) -> nn.Module:
     """The Megvii-layout ShuffleNetV2; a weights file must match it exactly (no head tensors to drop)."""
     net = ShuffleNetV2Megvii(width=_MEGVII[name])
     if weights is None:
         return net
+    if weights == "pretrained":
+        weights = MEGVII_IMAGENET
     state = load_megvii_state(weights)
     want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state.items()}

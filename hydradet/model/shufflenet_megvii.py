@@ -23,6 +23,9 @@ STAGE_CHANNELS: dict[float, tuple[int, int, int]] = {
     2.0: (244, 488, 976),
 }
 STAGE_REPEATS = (4, 8, 4)
+# The weights that ship in the package (hydradet/weights/README.md): `model.backbone_weights=pretrained` is ImageNet.
+MEGVII_IMAGENET = Path(__file__).resolve().parents[1] / "weights" / "shufflenetv2_x0_5_megvii.safetensors"
+MEGVII_COCO = MEGVII_IMAGENET.with_name("shufflenetv2_x0_5_megvii_coco.safetensors")
 STEM_CHANNELS = 24
 
 
