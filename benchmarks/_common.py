@@ -37,6 +37,22 @@ def parse_variant(spec: str) -> tuple[str, list[str]]:
     return name, [o.strip() for o in rest.split(",") if o.strip()]
 
 
+def restrict_labels(sources: dict[str, dict[str, Any]], heads: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+    """The same sources for a model with these detect heads: each source's labels restricted to their classes (a
+    merged head takes the union of the original heads' class maps); a source left with no label is left out (a
+    separate model trains on its own sources only). sources: name -> a config's source dict."""
+    out = {}
+    for s, d in sources.items():
+        labels: dict[str, dict[str, str]] = {}
+        for h, classes in heads.items():
+            m = {sc: hc for mapping in d["labels"].values() for sc, hc in mapping.items() if hc in classes}
+            if m:
+                labels[h] = m
+        if labels:
+            out[s] = {**d, "labels": labels}
+    return out
+
+
 # ---------------------------------------------------------------- timing
 def sync(device: torch.device | str) -> None:
     """CUDA runs asynchronously: a timer must wait for the queued kernels."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from _common import restrict_labels
 from torch.utils.data import DataLoader
 
 from hydradet.config import load_config
@@ -59,15 +60,7 @@ def hydra_config(task: Task, heads: dict[str, list[str]], out: Path, name: str, 
     """A hydradet config over the same sources: `heads` as given, each source's labels restricted to their
     classes (the merged head takes the union of the original heads' class maps); a source left with no label
     for these heads is left out (a separate model trains on its own source only)."""
-    sources = {}
-    for s, d in task.sources.items():
-        labels: dict[str, dict[str, str]] = {}
-        for h, classes in heads.items():
-            m = {sc: hc for mapping in d["labels"].values() for sc, hc in mapping.items() if hc in classes}
-            if m:
-                labels[h] = m
-        if labels:
-            sources[s] = {**d, "labels": labels}
+    sources = restrict_labels(task.sources, heads)
     user = {"heads": {h: {"task": "detect", "classes": c} for h, c in heads.items()}, "sources": sources}
     epochs = task.cfg.train.epochs
     overrides = [*HYDRA_OVERRIDES, f"train.epochs={epochs}", f"eval.every={epochs}", f"project={out}", f"name={name}"]

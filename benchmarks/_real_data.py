@@ -21,6 +21,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+from _common import restrict_labels
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 COCO_ANIMALS = ["bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe"]
 HEADS = {"person": ["person"], "animal": ["animal"]}
@@ -111,18 +113,7 @@ def build_task(out: Path, quick: bool, seed: int = 0) -> dict[str, Any]:
 
 
 def restrict(task: dict[str, Any], heads: dict[str, list[str]]) -> dict[str, Any]:
-    """The same sources for a model with these heads: each source's labels restricted to their classes (a merged
-    head takes the union of the original heads' class maps); a source left with no label is left out (a separate
-    model trains on its own sources only); the held-out val set is left out of training-time evaluation."""
-    sources = {}
-    for s, d in task["sources"].items():
-        if s == HELD_OUT:
-            continue
-        labels = {}
-        for h, classes in heads.items():
-            m = {sc: hc for mapping in d["labels"].values() for sc, hc in mapping.items() if hc in classes}
-            if m:
-                labels[h] = m
-        if labels:
-            sources[s] = {**d, "labels": labels}
+    """The task for a model with these heads (`restrict_labels`); the held-out val set is left out of training-time
+    evaluation."""
+    sources = restrict_labels({s: d for s, d in task["sources"].items() if s != HELD_OUT}, heads)
     return {"heads": {h: {"task": "detect", "classes": c} for h, c in heads.items()}, "sources": sources}

@@ -22,16 +22,17 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import torch
-from torch.utils.data import ConcatDataset, DataLoader
+from torch.utils.data import DataLoader
 
 from hydradet.config import Config, load_config
-from hydradet.data.dataset import Batch, SourceDataset, collate
+from hydradet.data.dataset import Batch, SourceDataset
 from hydradet.data.sampler import SourceBatchSampler
 from hydradet.data.synth import SynthSpec, write_synthetic_world
 from hydradet.demo import DEMO_OVERRIDES
 from hydradet.model.detector import HydraDetector
 from hydradet.train.optim import build_optimizer
 from hydradet.train.step import train_step
+from hydradet.train.trainer import make_loader as trainer_loader
 
 
 def make_loader(cfg: Config, workers: int) -> DataLoader:
@@ -40,13 +41,7 @@ def make_loader(cfg: Config, workers: int) -> DataLoader:
     sizes = [len(ds) for ds in sets]
     steps = cfg.train.steps_per_epoch or max(1, math.ceil(sum(sizes) / cfg.train.batch))
     sampler = SourceBatchSampler(sizes, cfg.train.batch, cfg.train.sampling, steps, cfg.train.seed)
-    return DataLoader(
-        ConcatDataset(sets),
-        batch_sampler=sampler,
-        collate_fn=collate,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-    )
+    return trainer_loader(sets, sampler, workers)
 
 
 def images_per_s(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from hydradet.config import Config, load_config
@@ -34,6 +35,15 @@ TINY = {
         },
     },
 }
+
+
+@pytest.fixture
+def one_thread():
+    """Small models on a busy 2-core machine: a second OpenMP thread only waits (up to 20x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def tiny_config(*overrides: str) -> Config:

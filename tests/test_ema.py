@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_batch, snapshot, tiny_config, tiny_model
+from conftest import CLI_FAST, make_batch, snapshot, tiny_config, tiny_model
 from safetensors.torch import load_file
 
 import hydradet.train.trainer as trainer
@@ -16,14 +16,7 @@ from hydradet.train.ema import ModelEMA, ema_decay
 from hydradet.train.optim import build_optimizer
 from hydradet.train.step import train_step
 
-FAST = [
-    "model.backbone=shufflenet_v2_x0_5",
-    "model.backbone_weights=null",
-    "model.imgsz=96",
-    "model.neck_width=16",
-    "train.batch=4",
-]
-FAST += ["train.workers=0", "eval.batch=8"]
+FAST = CLI_FAST
 
 
 def _changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> list[str]:

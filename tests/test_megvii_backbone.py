@@ -35,12 +35,8 @@ needs_images = pytest.mark.skipif(not IMAGES.is_dir(), reason=f"{IMAGES} not pre
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: on a busy 2-core machine a second OpenMP thread only waits (20x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every test here on one thread (conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")

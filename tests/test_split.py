@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import CLI_FAST
 from PIL import Image
 
 from hydradet.cli import main
@@ -18,14 +19,7 @@ from hydradet.data.dataset import SourceDataset
 from hydradet.data.split import split_coco
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-FAST = [
-    "model.backbone=shufflenet_v2_x0_5",
-    "model.backbone_weights=null",
-    "model.imgsz=96",
-    "model.neck_width=16",
-    "train.batch=4",
-]
-FAST += ["train.workers=0", "eval.batch=8"]
+FAST = CLI_FAST
 HEADS = {"person": ["person"], "animal": ["cat", "dog"]}
 ANIMALS = "animal=bird,cat,dog,horse,sheep,cow,elephant,bear,zebra,giraffe"
 
