@@ -51,7 +51,7 @@ METRIC_COLS = ("mAP50-95", "mAP50", "AP50_small", "AP50_medium", "AP50_large", "
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="seeded subsets of the bigger sources, fewer epochs")
-    ap.add_argument("--epochs", type=int, default=None, help="default: 12 (quick: 6)")
+    ap.add_argument("--epochs", type=int, default=None, help="default: 8, ~30 min for the hydradet row (quick: 6)")
     ap.add_argument("--rows", default="hydradet,merged,separate", help="which of the standard rows to train")
     ap.add_argument("--variant", action="append", default=[], help="extra hydradet row: NAME:key=value,...")
     ap.add_argument("--set", action="append", default=[], help="an override for every row (key=value)")
@@ -60,7 +60,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/bench/real_partial"))
     args = ap.parse_args()
     out = args.out.resolve()
-    epochs = args.epochs or (6 if args.quick else 12)
+    epochs = args.epochs or (6 if args.quick else 8)
     recipe = [*RECIPE, f"train.epochs={epochs}", f"train.seed={args.seed}", *args.set]
     m = machine()
     print(f"machine: {machine_line(m)}")

@@ -163,3 +163,36 @@ def test_running_loss_norm_moves_only_on_the_heads_own_steps():
     train_step(model, opt, make_batch(cfg, ["animals"] * 2, seed=4), sh)
     assert float(model.heads["person"].running_fg) == person
     assert float(model.heads["animal"].running_fg) != animal
+
+
+def test_trunk_balancing_scales_only_what_each_head_sends_into_the_trunk():
+    # train.balance.trunk=positives: the shared trunk gets sum_h w_h * (head h's trunk gradient), w from the heads'
+    # running positive counts; every head's own parameters get exactly the gradient they get without it.
+    cfg = tiny_config("model.backbone_norm=frozen", "model.loss_norm=running")
+    model = tiny_model(cfg)
+    sh = cfg.source_heads()
+    head_losses(model, make_batch(cfg, ["persons", "animals", "both"], seed=5), sh)  # counts for both heads
+    counts = {h: float(model.heads[h].running_fg) for h in ("person", "animal")}
+    batch = make_batch(cfg, ["persons", "animals", "animals"], seed=6)
+
+    def grads(trunk_mode: str, only: str | None = None) -> dict[str, torch.Tensor]:
+        saved = {h: model.heads[h].running_fg.clone() for h in counts}
+        losses = head_losses(model, batch, sh, trunk=trunk_mode)
+        for h, v in saved.items():  # the same counts for every pass: compare like with like
+            model.heads[h].running_fg.copy_(v)
+        model.zero_grad(set_to_none=True)
+        sum(sum(t.values()) for h, t in losses.items() if only in (None, h)).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain, balanced = grads("sum"), grads("positives")
+    per_head = {h: grads("sum", only=h) for h in counts}
+    weights = {h: 2 * c / sum(counts.values()) for h, c in counts.items()}
+    assert abs(weights["person"] - 1) > 0.05  # the case is not trivially balanced
+    for n in plain:
+        if n.startswith("heads."):
+            assert torch.equal(plain[n], balanced[n]), n
+    trunk_names = [n for n in balanced if not n.startswith("heads.")]
+    assert trunk_names
+    for n in trunk_names:
+        want = sum(weights[h] * per_head[h][n] for h in counts if n in per_head[h])
+        torch.testing.assert_close(balanced[n], want, rtol=1e-4, atol=1e-7)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from hydradet.config.schema import HeadConfig, ModelConfig
@@ -50,12 +52,17 @@ class HydraDetector(nn.Module):
         return list(self.neck({str(i): f for i, f in enumerate(feats)}).values())
 
     def forward(
-        self, images: Tensor, rows: Mapping[str, Tensor | None] | None = None
+        self,
+        images: Tensor,
+        rows: Mapping[str, Tensor | None] | None = None,
+        trunk_grad_scale: Mapping[str, float] | None = None,
     ) -> dict[str, DetectOutput | ImageOutput]:
         """One backbone pass; then each requested head on its rows of the batch only.
 
         rows: head -> indices of the samples that head runs on (None: all samples). Heads not named do not
         run at all, so they take no part in the graph and receive no gradient. Default: every head, all rows.
+        trunk_grad_scale: head -> factor on the gradient that head sends back into the shared backbone and neck
+        (`train.balance.trunk`); the head's own parameters get their gradient unscaled. Default: 1 for all.
         """
         if rows is None:
             rows = dict.fromkeys(self.heads)
@@ -63,8 +70,25 @@ class HydraDetector(nn.Module):
         out = {}
         for name, idx in rows.items():
             head_feats = feats if idx is None else [f[idx] for f in feats]
+            scale = (trunk_grad_scale or {}).get(name, 1.0)
+            if scale != 1.0:
+                head_feats = [_ScaleGrad.apply(f, scale) for f in head_feats]
             out[name] = self.heads[name](head_feats)
         return out
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; the gradient times `scale` backward. torch has no such op; hooks on a shared tensor would
+    scale every head's gradient at once."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, scale: float) -> Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return grad * ctx.scale, None
 
 
 def build_head(cfg: HeadConfig, model_cfg: ModelConfig) -> nn.Module:

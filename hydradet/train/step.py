@@ -19,19 +19,22 @@ def head_losses(
     batch: Batch,
     source_heads: Mapping[str, Iterable[str]],
     distiller: Distiller | None = None,
+    trunk: str = "sum",
 ) -> dict[str, dict[str, Tensor]]:
     """head -> its loss terms, computed over the samples whose source labels it and normalised by its own
     count of positives. Heads with no such sample are absent (they did not run).
 
     With a distiller (`train.distill_old_heads`), an old head also runs on the samples whose source does not
-    label it, and gets `distill_*` terms for matching the teacher there (train/distill.py)."""
+    label it, and gets `distill_*` terms for matching the teacher there (train/distill.py).
+
+    trunk="positives": each detect head's gradient into the shared backbone and neck is weighted by `trunk_scales`."""
     device = batch.images.device
     rows = rows_per_head(batch.sources, source_heads)
     taught = distiller.rows(batch.sources, source_heads) if distiller is not None else {}
     # A head that is both labelled and taught in this batch runs once on every row; its outputs are split after.
     run = {h: None if h in taught else r.to(device) for h, r in rows.items()}
     run.update({h: r.to(device) for h, r in taught.items() if h not in rows})
-    outputs = model(batch.images, run)
+    outputs = model(batch.images, run, trunk_scales(model, rows) if trunk == "positives" else None)
     losses: dict[str, dict[str, Tensor]] = {}
     for head, idx in rows.items():
         out = outputs[head].take(idx.to(device)) if head in taught else outputs[head]
@@ -46,6 +49,19 @@ def head_losses(
     return losses
 
 
+def trunk_scales(model: HydraDetector, rows: Mapping[str, Tensor]) -> dict[str, float]:
+    """`train.balance.trunk: positives`: head -> weight of its gradient on the shared trunk, K x its share of the
+    active detect heads' running positive counts (DetectHead.running_fg, needs model.loss_norm=running), so that
+    on the shared features every object weighs about the same whichever head it belongs to, as in one merged head.
+    Each head still divides its own loss by its own positives, so its own parameters' gradient, and the rule, are
+    unchanged; only how hard it pulls on the trunk is. Empty (no scaling) until every active head has a count."""
+    counts = {h: float(getattr(model.heads[h], "running_fg", 0.0)) for h in rows}
+    if len(counts) < 2 or min(counts.values()) <= 0:
+        return {}
+    total = sum(counts.values())
+    return {h: len(counts) * c / total for h, c in counts.items()}
+
+
 def train_step(
     model: HydraDetector,
     optimizer: torch.optim.Optimizer,
@@ -54,10 +70,11 @@ def train_step(
     grad_clip: float = 0.0,
     balancer: Balancer | None = None,
     distiller: Distiller | None = None,
+    trunk: str = "sum",
 ) -> dict[str, float]:
     """Returns each active head's total loss (unweighted). Heads without samples keep grad None and are not
     stepped; so do their balancing parameters. balancer None: the plain sum of the heads' losses."""
-    losses = head_losses(model, batch, source_heads, distiller)
+    losses = head_losses(model, batch, source_heads, distiller, trunk)
     totals = {head: sum(terms.values()) for head, terms in losses.items()}
     clear_grads(model)
     if balancer is None:

@@ -96,7 +96,14 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
             lr = cfg.train.lr * lr_factor(step, total_steps, warmup, cfg.train)
             set_lr(optimizer, lr)
             losses = train_step(
-                model, optimizer, batch.to(device), source_heads, cfg.train.grad_clip, balancer, distiller
+                model,
+                optimizer,
+                batch.to(device),
+                source_heads,
+                cfg.train.grad_clip,
+                balancer,
+                distiller,
+                cfg.train.balance.trunk,
             )
             if ema is not None:
                 ema.update(model, losses)  # the heads that had samples in this step
