@@ -5,7 +5,7 @@ A head whose batches hold few of its objects divides its loss by few positives (
 several times harder on the trunk than the others, it steers the shared features (negative transfer). This prints,
 per setting, each head's mean trunk-gradient norm, its positives per batch, and the ratio of the two heads' pulls.
 
-    .venv/bin/python benchmarks/head_gradients.py                 # 30 mixed batches, quick task, ~2 min
+    .venv/bin/python benchmarks/head_gradients.py                 # 30 mixed batches, quick task, ~4 min
     .venv/bin/python benchmarks/head_gradients.py --steps 60 --set model.assigner=atss
 """
 
@@ -36,7 +36,11 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="an override for every setting")
     ap.add_argument("--out", type=Path, default=Path("runs/bench/head_gradients"))
     args = ap.parse_args()
-    variants = args.variant or ["loss_norm=batch:model.loss_norm=batch", "loss_norm=running:model.loss_norm=running"]
+    variants = args.variant or [
+        "loss_norm=batch:model.loss_norm=batch,train.balance.trunk=sum",
+        "loss_norm=running:model.loss_norm=running,train.balance.trunk=sum",
+        "running + trunk=positives (default):model.loss_norm=running,train.balance.trunk=positives",
+    ]
     task = restrict(build_task(args.out.resolve() / "data", quick=True), HEADS)
     rows = []
     for name, overrides in map(parse_variant, variants):
@@ -50,13 +54,13 @@ def main() -> None:
         pulls: dict[str, list[float]] = {h: [] for h in HEADS}
         positives: dict[str, list[int]] = {h: [] for h in HEADS}
         for batch in make_loader(sets, sampler, cfg.train.workers):
-            losses = head_losses(model, batch, cfg.source_heads())
+            losses = head_losses(model, batch, cfg.source_heads(), trunk=cfg.train.balance.trunk)
             for h, terms in losses.items():
                 grads = torch.autograd.grad(sum(terms.values()), trunk, retain_graph=True, allow_unused=True)
                 pulls[h].append(float(torch.sqrt(sum((g**2).sum() for g in grads if g is not None))))
                 rows_h = [t[h] for t in batch.targets if h in t]
                 positives[h].append(sum(len(t["boxes"]) for t in rows_h))
-            train_step(model, opt, batch, cfg.source_heads(), cfg.train.grad_clip)
+            train_step(model, opt, batch, cfg.source_heads(), cfg.train.grad_clip, trunk=cfg.train.balance.trunk)
         means = {h: float(np.mean(v)) for h, v in pulls.items()}
         boxes = [float(np.mean(positives[h])) for h in HEADS]
         rows.append([name, *(means[h] for h in HEADS), *boxes, means["animal"] / means["person"]])
