@@ -3,6 +3,7 @@ are refused with the file, the line and the fix."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,16 @@ def test_yolo_class_id_out_of_range_names_file_and_line(tmp_path):
     path = _yolo_set(tmp_path, "0 0.5 0.5 0.2 0.2\n5 0.5 0.5 0.2 0.2\n")
     with pytest.raises(DataError, match=r"a\.txt:2: class id 5 out of range 0\.\.1"):
         read_yolo(path, "train")
+
+
+def test_yolo_names_with_string_ids_as_json_writes_them_are_read_in_id_order(tmp_path):
+    path = _yolo_set(tmp_path, "1 0.5 0.5 0.5 0.5\n")
+    path.write_text('{"path": ".", "train": "images", "names": {"1": "dog", "0": "cat"}}')  # JSON is YAML
+    data = read_yolo(path, "train")
+    assert data.class_names == ["cat", "dog"] and data.records[0].classes == ["dog"]
+    twelve = {str(i): f"c{i}" for i in range(12)}  # ids past 9 sort as numbers, not as text
+    path.write_text(json.dumps({"path": ".", "train": "images", "names": twelve}))
+    assert read_yolo(path, "train").class_names == [f"c{i}" for i in range(12)]
 
 
 def test_yolo_boxes_are_scaled_to_pixels_and_bad_ones_dropped_and_counted(tmp_path):

@@ -45,7 +45,9 @@ def _parse_names(names: object, path: Path) -> list[str]:
     if isinstance(names, list):
         return [str(n) for n in names]
     if isinstance(names, dict):
-        ids = sorted(names)
+        # "0": person as well as 0: person (a YAML written as JSON, whose keys are always strings).
+        names = {int(k) if isinstance(k, str) and k.strip().isdigit() else k: v for k, v in names.items()}
+        ids = sorted(names, key=lambda k: (0, k, "") if isinstance(k, int) else (1, 0, str(k)))  # ints first
         if ids != list(range(len(ids))):
             raise DataError(f"{path}: `names` ids must be 0..{len(ids) - 1} without gaps, got {ids}")
         return [str(names[i]) for i in ids]
