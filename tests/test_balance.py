@@ -68,7 +68,9 @@ def test_pcgrad_projection_removes_the_conflicting_component_and_leaves_agreeing
 
 def test_pcgrad_on_the_model_projects_the_shared_gradient_and_gives_heads_their_own():
     # loss_norm=batch: the losses are computed twice below, and a running normaliser would move in between.
-    cfg = tiny_config("model.backbone_norm=frozen", "train.balance.method=pcgrad", "model.loss_norm=batch")
+    cfg = tiny_config(
+        "model.backbone_norm=frozen", "train.balance.method=pcgrad", "model.loss_norm=batch", "train.balance.trunk=sum"
+    )
     model = tiny_model(cfg)
     batch = make_batch(cfg, ["persons", "animals", "both", "animals"], seed=2)
     shared = [p for m in (model.backbone, model.neck) for p in m.parameters()]

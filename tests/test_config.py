@@ -102,3 +102,9 @@ def test_a_moved_key_says_where_it_went(config_file, capsys):
     code, err = _run(capsys, str(config_file), "train.hflip=0.5")
     assert code == 2
     assert "train.hflip: this key moved to `augment.hflip`" in err
+
+
+def test_trunk_balancing_without_its_running_counts_is_refused_naming_both_keys(config_file, capsys):
+    assert main(["train", str(config_file), "model.loss_norm=batch", "train.balance.trunk=positives"]) == 2
+    err = capsys.readouterr().err
+    assert "train.balance.trunk" in err and "model.loss_norm=running" in err

@@ -221,7 +221,12 @@ def test_distillation_teaches_image_level_heads_on_rows_their_source_does_not_la
     their distill terms (zero while the student equals the teacher), steps pull a drifted head back toward the
     teacher, and the teacher itself never moves."""
     # A small random-init ResNet, as written: the default pretrained ShuffleNet moves differently under lr 0.01.
-    fixed = ["model.backbone=resnet18", "model.backbone_weights=null", "model.loss_norm=batch"]
+    fixed = [
+        "model.backbone=resnet18",
+        "model.backbone_weights=null",
+        "model.loss_norm=batch",
+        "train.balance.trunk=sum",
+    ]
     cfg = load_config(MIXED, [*fixed, "model.imgsz=64", "model.neck_width=16", "train.lr=0.01"], check_paths=False)
     torch.manual_seed(0)
     # eval mode throughout: BatchNorm on stored statistics, as the teacher's, so that student == teacher at first

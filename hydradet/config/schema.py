@@ -336,6 +336,12 @@ class Config(Strict):
                 raise KeyedError(
                     f"train.balance.weights.{head}", f"unknown head; configured heads: {sorted(self.heads)}"
                 )
+        if bal.trunk == "positives" and self.model.loss_norm != "running":
+            raise KeyedError(
+                "train.balance.trunk",
+                "`positives` weighs heads by their running positive counts, kept with model.loss_norm=running; "
+                "set model.loss_norm=running, or train.balance.trunk=sum",
+            )
         if bal.weights and bal.method != "fixed":
             raise KeyedError(
                 "train.balance.weights", f"per-head weights are used by method `fixed` only, not {bal.method!r}"

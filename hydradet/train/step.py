@@ -54,8 +54,9 @@ def trunk_scales(model: HydraDetector, rows: Mapping[str, Tensor]) -> dict[str, 
     active detect heads' running positive counts (DetectHead.running_fg, needs model.loss_norm=running), so that
     on the shared features every object weighs about the same whichever head it belongs to, as in one merged head.
     Each head still divides its own loss by its own positives, so its own parameters' gradient, and the rule, are
-    unchanged; only how hard it pulls on the trunk is. Empty (no scaling) until every active head has a count."""
-    counts = {h: float(getattr(model.heads[h], "running_fg", 0.0)) for h in rows}
+    unchanged; only how hard it pulls on the trunk is. Image-level heads are not scaled. Empty (no scaling) until
+    every active detect head has a count, or with fewer than two of them."""
+    counts = {h: float(model.heads[h].running_fg) for h in rows if hasattr(model.heads[h], "running_fg")}
     if len(counts) < 2 or min(counts.values()) <= 0:
         return {}
     total = sum(counts.values())
