@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, box_iou, generalized_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops import batched_nms, generalized_box_iou_loss, sigmoid_focal_loss
 
 from hydradet.model.assign import atss_assign, encode, fcos_assign
 from hydradet.model.layers import conv_tower
@@ -122,7 +122,7 @@ class DetectHead(nn.Module):
         if self.cls_target == "iou":
             # Quality focal loss (GFL, Li et al. 2020): a positive's target is the IoU its box reaches, so the
             # score ranks detections by how well they are localised, not only by whether an object is there.
-            quality = box_iou(pred_boxes.detach(), gt_boxes).diagonal().clamp(min=0.01)
+            quality = _paired_iou(pred_boxes.detach(), gt_boxes).clamp(min=0.01)
             cls_target[fg, fg_labels[fg]] = quality
             loss_cls = _quality_focal_loss(out.cls_logits, cls_target, self.focal_gamma)
         else:
@@ -195,6 +195,15 @@ class DetectHead(nn.Module):
             kept = batched_nms(boxes, scores, label, iou)[:max_det]
             results.append(Detections(boxes[kept], scores[kept], label[kept]))
         return results
+
+
+def _paired_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of a[i] with b[i], (N,) for (N, 4) xyxy boxes: torchvision's box_iou gives all N x N pairs, whose
+    diagonal alone is needed here (thousands of positives per batch)."""
+    lt, rb = torch.max(a[:, :2], b[:, :2]), torch.min(a[:, 2:], b[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(1)
+    area = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(1) + (b[:, 2:] - b[:, :2]).clamp(min=0).prod(1)
+    return inter / (area - inter).clamp(min=1e-9)
 
 
 def _quality_focal_loss(logits: Tensor, target: Tensor, beta: float) -> Tensor:
