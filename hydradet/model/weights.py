@@ -17,6 +17,7 @@ from torch import Tensor
 
 from hydradet.config.schema import HeadConfig, ModelConfig
 from hydradet.errors import WeightsError
+from hydradet.files import atomic_save
 from hydradet.model.detector import HydraDetector
 
 FORMAT_VERSION = 1
@@ -33,8 +34,8 @@ def save_weights(model: HydraDetector, path: Path, extra: dict[str, Any] | None 
         **(extra or {}),
     }
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata={"hydradet": json.dumps(meta)})
+    # Written to a temporary and renamed: a kill mid-save leaves the previous file intact (hydradet/files.py).
+    atomic_save(path, lambda tmp: save_file(state, str(tmp), metadata={"hydradet": json.dumps(meta)}))
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
