@@ -11,18 +11,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from hydradet.config.schema import HeadConfig, ModelConfig
-from hydradet.errors import WeightsError
 from hydradet.files import atomic_save
 from hydradet.model.detector import HydraDetector
+from hydradet.model.weights_check import (
+    CLASSIFIER,
+    FORMAT_VERSION,
+    NonFiniteWeightsWarning,
+    inspect_weights,
+    read_metadata,
+    warn_non_finite,
+)
 
-FORMAT_VERSION = 1
-_PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".bin"}
-_CLASSIFIER = {"detect": "cls_logits", "classify": "out"}  # task -> the layer with a row per class
+# read_metadata, FORMAT_VERSION and the warning class live in weights_check.py; importable from here as before.
+__all__ = [
+    "FORMAT_VERSION",
+    "InitReport",
+    "NonFiniteWeightsWarning",
+    "init_from",
+    "load_model",
+    "read_metadata",
+    "save_weights",
+]
 
 
 def save_weights(model: HydraDetector, path: Path, extra: dict[str, Any] | None = None) -> None:
@@ -38,30 +50,18 @@ def save_weights(model: HydraDetector, path: Path, extra: dict[str, Any] | None 
     atomic_save(path, lambda tmp: save_file(state, str(tmp), metadata={"hydradet": json.dumps(meta)}))
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    _refuse_pickle(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get("hydradet")
-    except Exception as e:  # safetensors raises its own error types for truncated/corrupt headers
-        raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
-    if raw is None:
-        raise WeightsError(f"{path}: no hydradet metadata; was it written by hydradet?")
-    return json.loads(raw)
-
-
 def load_model(path: str | Path) -> HydraDetector:
-    """Build the model the file describes and load its tensors (strict: every tensor must match)."""
-    meta = read_metadata(path)
-    model_cfg = ModelConfig.model_validate({**meta["model"], "backbone_weights": None, "init": None})
-    heads = {name: HeadConfig.model_validate(h) for name, h in meta["heads"].items()}
-    model = HydraDetector(model_cfg, heads)
-    model.load_state_dict(load_file(str(path)), strict=True)
-    conf = meta.get("conf") or {}
-    if not isinstance(conf, dict) or not all(isinstance(v, int | float) and 0 <= v <= 1 for v in conf.values()):
-        raise WeightsError(f"{path}: metadata `conf` must map heads to confidences in [0, 1], got {conf!r}")
-    model.calibrated_conf = {h: float(v) for h, v in conf.items() if h in model.heads}
+    """Build the model the file describes and load its tensors (in eval mode).
+
+    Raises WeightsError (naming the file and the fix) for a missing, pickled or unreadable file, metadata that is
+    not valid, and tensors that are not exactly the described model's (the first mismatches listed), all before
+    any tensor is loaded. Warns (NonFiniteWeightsWarning) when tensors hold NaN or inf."""
+    info = inspect_weights(path)
+    model = HydraDetector(info.model_cfg, info.heads)
+    state = load_file(str(path))
+    warn_non_finite(info.path, state)
+    model.load_state_dict(state, strict=True)
+    model.calibrated_conf = info.conf
     return model.eval()
 
 
@@ -89,16 +89,21 @@ class InitReport:
 
 
 def init_from(model: HydraDetector, path: str | Path) -> InitReport:
-    """Copy every tensor of the file whose name and shape match the model's; list the rest."""
-    meta = read_metadata(path)
+    """Copy every tensor of the file whose name and shape match the model's; list the rest.
+
+    The file itself must be consistent (its metadata describing exactly its tensors: the class names that match
+    classifier rows come from the metadata), else WeightsError as for `load_model`, before the model is touched.
+    Warns (NonFiniteWeightsWarning) when the file's tensors hold NaN or inf."""
+    info = inspect_weights(path)
     file_state = load_file(str(path))
+    warn_non_finite(info.path, file_state)
     own = model.state_dict()
     report = InitReport(unused=sorted(set(file_state) - set(own)))
     for head, cfg in model.head_cfgs.items():
-        file_head = meta["heads"].get(head, {})
-        old = file_head.get("classes")
-        if old is not None and old != cfg.classes and file_head.get("task") == cfg.task and cfg.task in _CLASSIFIER:
-            _remap_classifier_rows(file_state, own, f"heads.{head}.{_CLASSIFIER[cfg.task]}", old, cfg.classes)
+        file_head = info.heads.get(head)
+        old = file_head.classes if file_head is not None else None
+        if old and old != cfg.classes and file_head.task == cfg.task and cfg.task in CLASSIFIER:
+            _remap_classifier_rows(file_state, own, f"heads.{head}.{CLASSIFIER[cfg.task]}", old, cfg.classes)
             new = [c for c in cfg.classes if c not in old]
             report.remapped.append(f"heads.{head}: classes {old} -> {cfg.classes}, matched by name; fresh: {new}")
     matched = {}
@@ -128,15 +133,3 @@ def _remap_classifier_rows(
             if cls in old:
                 rows[i] = file_state[name][old.index(cls)]
         file_state[name] = rows
-
-
-def _refuse_pickle(path: Path) -> None:
-    if not path.is_file():
-        raise WeightsError(f"{path}: weights file not found")
-    if path.suffix in _PICKLE_SUFFIXES:
-        raise WeightsError(
-            f"{path}: pickled weights are refused (loading them can run code from the file). Convert a file you "
-            'trust with: python -c "import torch, safetensors.torch as s; '
-            f"s.save_file(torch.load('{path.name}', weights_only=True), '{path.stem}.safetensors')\" "
-            "(hydradet files also need their metadata: prefer the .safetensors that `hydradet train` wrote)"
-        )
