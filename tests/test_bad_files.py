@@ -312,8 +312,10 @@ def test_coco_structural_problems_are_errors_naming_file_id_and_fix(tmp_path, ca
 YOLO_ERRORS = {
     "class id out of range": ("0 .5 .5 .1 .1\n2 .5 .5 .1 .1\n", r"a\.txt:2: class id 2 out of range 0\.\.1; fix it or"),
     "class id not an integer": ("1.5 .5 .5 .1 .1\n", r"a\.txt:1: class id 1\.5 out of range"),
-    "too few fields": ("\n0 .5 .5 .1\n", r"a\.txt:2: expected `class cx cy w h` \(5 numbers\), got 4 fields"),
-    "polygon": ("0 .1 .1 .2 .1 .2 .2\n", r"got 7 fields \(a segment polygon\? only boxes are read\)"),
+    "too few fields": ("\n0 .5 .5 .1\n", r"a\.txt:2: expected `class cx cy w h` \(5 numbers\) or a segment polygon"),
+    # 6 fields: a box with a confidence (a prediction file), or a polygon missing a coordinate: neither is a label
+    "six fields": ("0 .5 .5 .1 .1 .9\n", r"a\.txt:1: .*\(an odd count, at least 7\), got 6 fields; fix or remove"),
+    "polygon of two points": ("0 .1 .1 .2 .2\n0 .1 .1 .2 .1 .2\n", r"a\.txt:2: .* got 6 fields"),
     "not a number": ("0 .5 x .1 .1\n", r"a\.txt:1: not a number in '0 \.5 x \.1 \.1'"),
 }
 

@@ -26,8 +26,7 @@ MOVED_KEYS = {"train.hflip": "augment.hflip"}
 
 
 def defaults() -> dict[str, Any]:
-    with DEFAULT_YAML.open() as f:
-        return yaml.safe_load(f)
+    return read_yaml(DEFAULT_YAML, ConfigError)  # UTF-8 whatever the locale, like every text input
 
 
 def load_config(

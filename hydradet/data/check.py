@@ -2,13 +2,15 @@
 
 Per source and split: images, boxes per class and per head, images without boxes, classes mapped to no head,
 and each problem grouped by kind with the first few places named. A split that cannot be read at all (the
-error training would stop with) is reported too, and the other splits are still checked.
+error training would stop with) is reported too, and the other splits are still checked. So are the totals that
+stop training (data/totals.py: a train split without images, a head without boxes) and its warnings.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,9 @@ from tqdm import tqdm
 from hydradet.config.schema import Config
 from hydradet.data.dataset import SourceDataset, load_image
 from hydradet.data.records import MAX_EXAMPLES
+from hydradet.data.totals import Problem, find_problems
 from hydradet.errors import UserError
+from hydradet.files import atomic_save, atomic_write_text
 
 DECODE_FAILED = "image fails to decode (would be replaced by another sample in training)"
 
@@ -38,6 +42,7 @@ class SplitCheck:
     skipped: dict[str, int] = field(default_factory=dict)
     warnings: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    looked_in: list[str] = field(default_factory=list)  # where the reader looked for images and labels
     error: str | None = None  # set when the split cannot be read: training would stop with this
 
 
@@ -54,13 +59,15 @@ class HeadBoxes:
 class DataCheck:
     splits: list[SplitCheck]
     heads: dict[str, HeadBoxes]
+    problems: list[Problem] = field(default_factory=list)  # the totals (data/totals.py): errors and warnings
 
     @property
     def ok(self) -> bool:
-        return not any(s.error for s in self.splits)
+        return not any(s.error for s in self.splits) and not any(p.error for p in self.problems)
 
     def to_json(self) -> dict:
-        return {"ok": self.ok, "splits": [asdict(s) for s in self.splits]}
+        problems = [asdict(p) for p in self.problems]
+        return {"ok": self.ok, "splits": [asdict(s) for s in self.splits], "problems": problems}
 
     def text(self) -> str:
         lines = []
@@ -69,6 +76,9 @@ class DataCheck:
             if s.error:
                 lines.append(f"  ERROR: {s.error}")
                 continue
+            for p in self.problems:
+                if (p.source, p.split) == (s.source, s.split):
+                    lines += _problem_lines(p, "  ")
             if s.labels_per_head:  # a csv source: labels, no boxes
                 lines.append(f"  images: {s.images}")
             else:
@@ -87,9 +97,18 @@ class DataCheck:
                     lines += [f"      {place}" for place in s.examples.get(reason, [])]
                     if n > len(s.examples.get(reason, [])) and s.examples.get(reason):
                         lines.append("      ...")
+        for p in self.problems:
+            if p.source is None:
+                lines += _problem_lines(p, "")
         bad = [f"{s.source}/{s.split}" for s in self.splits if s.error]
+        bad += [f"{p.source}/{p.split}" if p.source else f"head {p.head}" for p in self.problems if p.error]
         lines.append(f"errors in {', '.join(bad)}: training would stop; fix them first" if bad else "no errors")
         return "\n".join(lines)
+
+
+def _problem_lines(p: Problem, indent: str) -> list[str]:
+    first, *rest = p.message.splitlines()
+    return [f"{indent}{'ERROR' if p.error else 'WARNING'}: {first}", *(f"{indent}  {line}" for line in rest)]
 
 
 def _counts(d: dict[str, int]) -> str:
@@ -99,6 +118,8 @@ def _counts(d: dict[str, int]) -> str:
 def check_data(cfg: Config, decode: bool = False) -> DataCheck:
     """Read every split of every source as training would; decode=True also decodes every image (slow)."""
     result = DataCheck(splits=[], heads={h: HeadBoxes() for h in cfg.heads})
+    read: dict[str, list[SourceDataset]] = {"train": [], "val": []}
+    unreadable: set[str] = set()  # sources whose train split failed: their heads' totals are not judged
     for source, src in cfg.sources.items():
         for split in ("train", "val"):
             if getattr(src, split) is None:
@@ -107,8 +128,11 @@ def check_data(cfg: Config, decode: bool = False) -> DataCheck:
                 ds = SourceDataset(cfg, source, split, train=False)
             except (UserError, OSError) as e:
                 result.splits.append(SplitCheck(source, split, str(getattr(src, split)), error=str(e)))
+                unreadable |= {source} if split == "train" else set()
                 continue
+            read[split].append(ds)
             result.splits.append(check_dataset(ds, str(getattr(src, split)), result.heads, decode))
+    result.problems = find_problems(cfg, read["train"], read["val"], frozenset(unreadable))
     return result
 
 
@@ -120,6 +144,7 @@ def check_dataset(
     out = SplitCheck(ds.source, ds.split, path, images=len(ds.records), unmapped=dict(ds.unmapped))
     out.skipped, out.warnings = dict(data.skipped), dict(data.warnings)
     out.examples = {k: list(v) for k, v in data.examples.items()}
+    out.looked_in = list(data.looked_in)
     out.boxes_per_class = data.box_counts()
     out.without_boxes = sum(len(r.classes) == 0 for r in ds.records)
     for head, cmap in ds.class_maps.items():
@@ -158,18 +183,21 @@ def _add_boxes(acc: HeadBoxes, items: list) -> None:
 
 
 def write_report(check: DataCheck, out_dir: Path, title: str = "") -> list[Path]:
-    """report.txt, report.json and boxes_<head>.png for each head with boxes; returns the files written."""
+    """report.txt, report.json and boxes_<head>.png for each head with boxes; returns the files written.
+
+    Each is written crash-safe (hydradet/files.py): a report is either the old one or the new one, never half."""
     from hydradet.data.plots import box_picture
 
     out_dir.mkdir(parents=True, exist_ok=True)
     files = [out_dir / "report.txt", out_dir / "report.json"]
-    files[0].write_text((f"hydradet data check: {title}\n" if title else "") + check.text() + "\n")
-    files[1].write_text(json.dumps(check.to_json(), indent=1))
+    atomic_write_text(files[0], (f"hydradet data check: {title}\n" if title else "") + check.text() + "\n")
+    atomic_write_text(files[1], json.dumps(check.to_json(), indent=1))
     for head, boxes in check.heads.items():
         if boxes.wh:
             path = out_dir / f"boxes_{head}.png"
-            box_picture(
+            picture = box_picture(
                 head, np.concatenate(boxes.wh), np.concatenate(boxes.centres), np.concatenate(boxes.aspect)
-            ).save(path)
+            )
+            atomic_save(path, partial(picture.save, format="PNG"))  # the temporary's name has no .png to go by
             files.append(path)
     return files

@@ -23,16 +23,16 @@ from hydradet.data.records import (
     to_file_size,
     xywh_to_xyxy,
 )
+from hydradet.errors import read_text
 
 
 def load_coco_json(json_path: Path) -> dict[str, Any]:
     """The parsed file, checked to be a COCO instances file with unique ids and consistent references."""
+    text = read_text(json_path, DataError)
     try:
-        data = json.loads(json_path.read_text())
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{json_path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{json_path}: byte {e.start} is not UTF-8 text; is this a JSON file?") from None
     if not isinstance(data, dict):
         raise DataError(f"{json_path}: expected a JSON object with images, annotations, categories")
     for key in ("images", "annotations", "categories"):
@@ -84,6 +84,10 @@ def read_coco(json_path: Path, images_dir: Path | None = None) -> SplitRecords:
     cat_names = {c["id"]: c["name"] for c in data["categories"]}
     roots = [images_dir] if images_dir else [json_path.parent, json_path.parent / "images"]
     out = SplitRecords(records=[], class_names=list(cat_names.values()))
+    out.looked_in = [
+        f"annotations: {json_path} ({len(data['images'])} images, {len(data['annotations'])} annotations)",
+        f"images: each `file_name` in {' or '.join(map(str, roots))}",
+    ]
 
     by_image: dict[Any, list[dict]] = {img["id"]: [] for img in data["images"]}
     crowds: dict[Any, list[dict]] = {img["id"]: [] for img in data["images"]}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import io
 import math
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from hydradet.config.schema import ColumnLabel, Config
 from hydradet.data.records import ImageRecord, SplitRecords
-from hydradet.errors import ConfigError, DataError
+from hydradet.errors import ConfigError, DataError, read_text
 
 ROW_SHORT = "row with fewer cells than the header (row skipped)"
 IMAGE_NAME_EMPTY = "image name empty (row skipped)"
@@ -38,11 +39,12 @@ def read_csv_labels(cfg: Config, source: str, split: str) -> SplitRecords:
     path: Path = getattr(src, split)
     images = src.images or path.parent
     out = SplitRecords(records=[], class_names=[])
+    out.looked_in = [f"labels: {path}", f"images: each row's image name in {images}"]
     try:
-        f = path.open(newline="", encoding="utf-8-sig")  # -sig: a byte-order mark from Excel is not a column name
+        text = read_text(path, DataError)  # a byte-order mark from Excel is dropped: it is not a column name
     except (IsADirectoryError, FileNotFoundError):
         raise DataError(f"{path}: not a CSV file (sources.{source}.{split} of a csv source names a .csv)") from None
-    with f:
+    with io.StringIO(text, newline="") as f:  # newline="": quoted cells may hold line breaks, as csv wants
         reader = csv.reader(f)
         header = [h.strip() for h in next(reader, [])]
         if not any(header):

@@ -27,8 +27,11 @@ __all__ = [
     "IMAGE_MISSING",
     "IMAGE_TRUNCATED",
     "LABEL_MISSING",
+    "LABEL_ORPHAN",
+    "POLYGON_AS_BOX",
     "SIZE_MISMATCH",
     "SIZE_UNROTATED",
+    "SIZE_WRONG",
     "BadImage",
     "DataError",
     "ImageRecord",
@@ -36,6 +39,7 @@ __all__ = [
     "clean_boxes",
     "exif_boxes",
     "exif_orientation",
+    "is_resize",
     "probe_image",
     "to_file_size",
     "xywh_to_xyxy",
@@ -47,13 +51,22 @@ IMAGE_EMPTY = "image file empty (0 bytes)"
 IMAGE_TRUNCATED = "image file truncated"
 IMAGE_CORRUPT = "image file corrupt or not an image"
 LABEL_MISSING = "label file missing (image kept as background)"
+LABEL_ORPHAN = "label file matching no image (not read)"
+POLYGON_AS_BOX = "segment polygon line (read as its bounding box, as Ultralytics does)"
 BOX_DROPPED = "box with zero/negative size or NaN (dropped)"
 BOX_CLIPPED = "box partly outside the image (clipped to it)"
 SIZE_MISMATCH = "image size in the annotations differs from the file (boxes rescaled to the file)"
+SIZE_WRONG = (
+    "image size in the annotations differs from the file in aspect ratio (not a resize: the stated size is "
+    "ignored, boxes kept in the file's pixels)"
+)
 SIZE_UNROTATED = "annotations made on the unrotated pixels of an EXIF-rotated image (boxes rotated to the view)"
 
 MAX_EXAMPLES = 5  # places named per reason: enough to find the pattern, short enough to read
 CLIP_TOLERANCE = 1.0  # pixels; float rounding in exported boxes is not worth a warning
+# A stated size with the file's aspect ratio within this (relative) is a uniform resize: rounding a resized
+# side to whole pixels moves the ratio by well under 1% for images over ~100 px.
+RESIZE_ASPECT_TOLERANCE = 0.01
 
 
 @dataclass
@@ -80,6 +93,10 @@ class SplitRecords:
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count of images or boxes left out
     warnings: dict[str, int] = field(default_factory=dict)  # reason -> count of things kept but changed
     examples: dict[str, list[str]] = field(default_factory=dict)  # reason -> first few places (file[:line])
+    # Where the reader looked for the images and labels, worded for a person ("labels: /d/labels/train/*.txt
+    # (...)"), and what it noticed that may explain lost labels: for the totals check and `data check`.
+    looked_in: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
 
     def skip(self, reason: str, n: int = 1, where: object = None) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + n
@@ -236,8 +253,10 @@ def to_file_size(
 ) -> np.ndarray:
     """Boxes annotated for an image of size `annotated` (w, h; 0 = unknown) -> boxes on the file's `size`.
 
-    The file wins (a warning, counted), except when `annotated` is the stored size of an EXIF-rotated file:
-    then the annotator saw the unrotated pixels, and the boxes are rotated to the view.
+    The file's size wins (a warning, counted). When `annotated` is the stored size of an EXIF-rotated file, the
+    annotator saw the unrotated pixels: the boxes are rotated to the view. When it has the file's aspect ratio
+    (`is_resize`), the image was resized after annotation: the boxes are scaled with it. Otherwise the stated
+    size is simply wrong (a typo, a copied <size> block) and the boxes, drawn on these pixels, are kept.
     """
     if not all(annotated) or annotated == size:
         return boxes
@@ -247,5 +266,15 @@ def to_file_size(
             SIZE_UNROTATED, where=f"{path} (annotated {annotated[0]}x{annotated[1]}, EXIF orientation {orientation})"
         )
         return exif_boxes(boxes, orientation, *annotated)
-    out.warn(SIZE_MISMATCH, where=f"{path} (annotated {annotated[0]}x{annotated[1]}, file {size[0]}x{size[1]})")
+    where = f"{path} (annotated {annotated[0]}x{annotated[1]}, file {size[0]}x{size[1]})"
+    if not is_resize(annotated, size):
+        out.warn(SIZE_WRONG, where=where)
+        return boxes
+    out.warn(SIZE_MISMATCH, where=where)
     return boxes * np.array([size[0] / annotated[0], size[1] / annotated[1]] * 2, np.float32)
+
+
+def is_resize(stated: tuple[int, int], size: tuple[int, int]) -> bool:
+    """Whether an image of `size` (w, h pixels) can be a uniform resize of one of `stated` (w, h): the same
+    aspect ratio within RESIZE_ASPECT_TOLERANCE (relative)."""
+    return abs((stated[0] / stated[1]) / (size[0] / size[1]) - 1) <= RESIZE_ASPECT_TOLERANCE

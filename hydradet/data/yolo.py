@@ -2,7 +2,9 @@
 
 Labels are found the Ultralytics way: the last `images` folder in an image's path replaced by `labels`, the
 extension by `.txt`; each line `class cx cy w h`, normalised to the image size. A missing label file means
-a background image (counted); an empty one is a background image too.
+a background image (counted); an empty one is a background image too. A line `class x1 y1 ... xn yn` (a segment
+polygon, Ultralytics' segment format) is read as the polygon's bounding box, and counted. Label files that match
+no image are counted, and when labels are missing the reader looks for them nearby and says where they are.
 
 "The image size" is the size of the picture as a viewer shows it, with the EXIF orientation applied
 (`probe_image`), as Ultralytics does (its `exif_size`): a phone photo stored 4032x3024 with orientation 6
@@ -15,17 +17,26 @@ from pathlib import Path
 
 import numpy as np
 
-from hydradet.data.records import LABEL_MISSING, DataError, ImageRecord, SplitRecords, clean_boxes
-from hydradet.errors import read_yaml
+from hydradet.data.records import (
+    LABEL_MISSING,
+    LABEL_ORPHAN,
+    POLYGON_AS_BOX,
+    DataError,
+    ImageRecord,
+    SplitRecords,
+    clean_boxes,
+)
+from hydradet.errors import read_text, read_yaml
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+NOT_LABELS = {"classes.txt"}  # written beside the labels by LabelImg: the class names, not an image's label
 
 
 def read_yolo(path: Path, split: str) -> SplitRecords:
     """path: a data YAML (its `split` entry is used) or a folder of images."""
     if path.is_dir():
         names = _names_from_sibling_yaml(path)
-        return _read_images(_list_images([path], path), names)
+        return _read_images(_list_images([path], path), names, [path])
     data = read_yaml(path, DataError)
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a YAML mapping with `path`, `train`, `val` and `names`")
@@ -37,8 +48,8 @@ def read_yolo(path: Path, split: str) -> SplitRecords:
     entry = data.get(split)
     if entry is None:
         raise DataError(f"{path}: key `{split}` is missing; it should name the {split} images folder or list")
-    entries = entry if isinstance(entry, list) else [entry]
-    return _read_images(_list_images([root / e for e in entries], path), names)
+    entries = [root / e for e in (entry if isinstance(entry, list) else [entry])]
+    return _read_images(_list_images(entries, path), names, entries)
 
 
 def _parse_names(names: object, path: Path) -> list[str]:
@@ -68,7 +79,7 @@ def _list_images(entries: list[Path], origin: Path) -> list[Path]:
         if e.is_dir():
             images += sorted(p for p in e.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         elif e.suffix == ".txt" and e.is_file():  # a list of image paths, relative to the list's folder
-            lines = [ln.strip() for ln in e.read_text().splitlines() if ln.strip()]
+            lines = [ln.strip() for ln in read_text(e, DataError).splitlines() if ln.strip()]
             images += [p if p.is_absolute() else e.parent / p for p in map(Path, lines)]
         else:
             raise DataError(f"{origin}: {e} is neither an images folder nor a .txt list of images")
@@ -83,8 +94,10 @@ def label_path(image: Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
-def _read_images(images: list[Path], names: list[str]) -> SplitRecords:
+def _read_images(images: list[Path], names: list[str], entries: list[Path]) -> SplitRecords:
+    """entries: the split's image folders and .txt lists, as the data YAML names them."""
     out = SplitRecords(records=[], class_names=names)
+    missing_label: Path | None = None
     for img in images:
         size = out.probe(img)
         if size is None:
@@ -92,38 +105,108 @@ def _read_images(images: list[Path], names: list[str]) -> SplitRecords:
         lbl = label_path(img)
         if not lbl.is_file():
             out.skip(LABEL_MISSING, where=lbl)
-            rows, lines = np.zeros((0, 5), np.float32), []
+            missing_label = missing_label or img
+            rows, lines, polygons = np.zeros((0, 5), np.float32), [], []
         else:
-            rows, lines = _parse_label_file(lbl, len(names))
+            rows, lines, polygons = _parse_label_file(lbl, len(names))
+        if polygons:
+            out.warn(POLYGON_AS_BOX, len(polygons), [f"{lbl}:{n}" for n in polygons])
         w, h = size
         cx, cy, bw, bh = (rows[:, 1] * w, rows[:, 2] * h, rows[:, 3] * w, rows[:, 4] * h)
         boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1).astype(np.float32)
         classes = [names[int(c)] for c in rows[:, 0]]
         boxes, classes = clean_boxes(boxes, classes, w, h, out, [f"{lbl}:{n}" for n in lines])
         out.records.append(ImageRecord(img, boxes, classes, w, h))
+    pairs = _label_folders(images, entries)
+    orphans = _orphan_labels(pairs, set(entries))
+    if orphans:
+        out.skip(LABEL_ORPHAN, len(orphans), orphans)
+    folders = [f"{lbl_dir}{'/**' if deep else ''}/*.txt" for _, lbl_dir, deep in pairs]
+    more = f" and {len(folders) - 3} more folders" if len(folders) > 3 else ""
+    out.looked_in = [
+        f"images: {', '.join(map(str, entries))} ({len(images)} image files found)",
+        f"labels: {', '.join(folders[:3]) or 'none'}{more} (each image's path with the last `images` folder "
+        "replaced by `labels`, and .txt)",
+    ]
+    if missing_label is not None:
+        out.hints += _labels_elsewhere(missing_label)
     return out
 
 
-def _parse_label_file(lbl: Path, num_classes: int) -> tuple[np.ndarray, list[int]]:
-    """Rows `class cx cy w h` and their line numbers. NaN/inf parse here and are dropped by clean_boxes."""
-    rows, line_numbers = [], []
-    try:
-        text = lbl.read_text()
-    except UnicodeDecodeError as e:
-        raise DataError(f"{lbl}: byte {e.start} is not text; a label file holds lines `class cx cy w h`") from None
-    for n, line in enumerate(text.splitlines(), 1):
+def _label_folders(images: list[Path], entries: list[Path]) -> list[tuple[Path, Path, bool]]:
+    """(image folder, its label folder, recursive) for each folder entry, and each folder of listed images."""
+    pairs = [(e, label_path(e / "x").parent, True) for e in entries if e.is_dir()]
+    listed = [e for e in entries if not e.is_dir()]
+    if listed:
+        pairs += [(d, label_path(d / "x").parent, False) for d in dict.fromkeys(p.parent for p in images)]
+    return pairs
+
+
+def _orphan_labels(pairs: list[tuple[Path, Path, bool]], entries: set[Path]) -> list[Path]:
+    """Label files in the split's label folders whose image file does not exist (under any image suffix)."""
+    orphans: list[Path] = []
+    for img_dir, lbl_dir, deep in pairs:
+        if not lbl_dir.is_dir():
+            continue
+        found = lbl_dir.rglob("*.txt") if deep else lbl_dir.glob("*.txt")
+        labels = sorted(p for p in found if p.name not in NOT_LABELS and p not in entries)
+        if not labels:
+            continue
+        files = img_dir.rglob("*") if deep else img_dir.glob("*")
+        stems = {p.with_suffix("") for p in files if p.suffix.lower() in IMAGE_SUFFIXES}
+        orphans += [p for p in labels if img_dir / p.relative_to(lbl_dir).with_suffix("") not in stems]
+    return list(dict.fromkeys(orphans))
+
+
+def _labels_elsewhere(image: Path) -> list[str]:
+    """Where `image`'s label file is, when not where the reader looks: a `<stem>.txt` in a folder beside one of the
+    image's folders (up to three levels up), e.g. `Labels/` or `annotations/` instead of `labels/`."""
+    expected = label_path(image)
+    for up in range(1, 4):
+        if len(image.parts) <= up + 1:
+            break
+        base, rest = image.parents[up], image.relative_to(image.parents[up])
+        try:
+            siblings = sorted(d for d in base.iterdir() if d.is_dir() and d != base / rest.parts[0])
+        except OSError:  # a folder we may not list: no hint from there
+            continue
+        for d in siblings[:100]:  # a bounded look, not a search of the disk
+            for cand in (d.joinpath(*rest.parts[1:]).with_suffix(".txt"), d / f"{image.stem}.txt"):
+                if cand.is_file() and cand != expected:
+                    return [
+                        f"{image}'s label is at {cand}, but the reader looks for {expected} (the last `images` "
+                        f"folder in the image's path replaced by `labels`, as Ultralytics does; names are "
+                        f"case-sensitive): move or rename {d} so that the labels are at {expected.parent}"
+                    ]
+    return []
+
+
+def _parse_label_file(lbl: Path, num_classes: int) -> tuple[np.ndarray, list[int], list[int]]:
+    """Rows `class cx cy w h`, their line numbers, and the numbers of the lines that were segment polygons
+    (`class x1 y1 ... xn yn`, n >= 3, read as their bounding box). NaN/inf parse here and are dropped by
+    clean_boxes."""
+    rows, line_numbers, polygons = [], [], []
+    for n, line in enumerate(read_text(lbl, DataError).splitlines(), 1):
         fields = line.split()
         if not fields:
             continue
-        if len(fields) != 5:
-            hint = " (a segment polygon? only boxes are read)" if len(fields) > 5 and len(fields) % 2 else ""
-            raise DataError(f"{lbl}:{n}: expected `class cx cy w h` (5 numbers), got {len(fields)} fields{hint}")
+        polygon = len(fields) >= 7 and len(fields) % 2 == 1
+        if len(fields) != 5 and not polygon:
+            raise DataError(
+                f"{lbl}:{n}: expected `class cx cy w h` (5 numbers) or a segment polygon `class x1 y1 x2 y2 x3 y3 "
+                f"...` (an odd count, at least 7), got {len(fields)} fields; fix or remove the line"
+            )
         try:
             vals = [float(f) for f in fields]
         except ValueError:
             raise DataError(f"{lbl}:{n}: not a number in {line.strip()!r}") from None
         if not vals[0].is_integer() or not 0 <= vals[0] < num_classes:
             raise DataError(f"{lbl}:{n}: class id {fields[0]} out of range 0..{num_classes - 1}; fix it or `names`")
+        if polygon:  # its bounding box, as Ultralytics' segments2boxes; NaN stays NaN (dropped, counted)
+            xs, ys = np.array(vals[1::2]), np.array(vals[2::2])
+            x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
+            vals = [vals[0], (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0]
+            polygons.append(n)
         rows.append(vals)
         line_numbers.append(n)
-    return np.array(rows, np.float32).reshape(-1, 5), line_numbers
+    return np.array(rows, np.float32).reshape(-1, 5), line_numbers, polygons

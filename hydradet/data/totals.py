@@ -1,0 +1,179 @@
+"""Totals, before training: every train split has images, every head gets boxes (or labels) from its sources.
+
+The readers skip and count what they cannot use, file by file. That is right for one bad file and wrong for all
+of them: an empty folder, annotations whose images are elsewhere, labels in a folder the reader never looks in.
+Then training would crash mid-run (`stack expects a non-empty TensorList`) or run for hours with loss 0 and mAP
+nan. So, before any training, from what the readers counted:
+
+- a train split with no usable image is an error;
+- a head that gets no box (detect) or no label (classify/regress) from any of its train sources is an error;
+- a train source that gives one of its heads no box while other sources do is a warning: its images would
+  teach that head only background;
+- a val split with no usable image is a warning, and it is left out of evaluation.
+
+Each message names the source, split and head, counts what was lost by reason (with the first places), says
+where the reader looked for the images and labels, any hint it found (e.g. labels in `Labels/`), and the fix.
+`hydradet data check` reports the same problems (hydradet/data/check.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hydradet.config.schema import Config
+from hydradet.data import csv_labels as C
+from hydradet.data import records as R
+from hydradet.data.dataset import SourceDataset
+from hydradet.errors import DataError
+
+# What to do about the biggest loss, by the reason the readers counted it. "NAME" is the source's name.
+_FIXES = {
+    R.IMAGE_MISSING: "put the image files where the reader looks (above), or correct the image names or folder "
+    "(COCO: `sources.NAME.images` names the images folder)",
+    R.IMAGE_EMPTY: "copy or export the image files again: they are empty",
+    R.IMAGE_TRUNCATED: "copy or export the image files again: they are cut off",
+    R.IMAGE_CORRUPT: "replace the files named: they are not images PIL can read",
+    R.LABEL_MISSING: "put each image's label file where the reader looks (above)",
+    R.LABEL_ORPHAN: "make image and label file names agree: label files were found that match no image",
+    R.BOX_DROPPED: "fix the boxes named (zero or negative size, NaN or inf)",
+    C.ROW_SHORT: "give every CSV row as many cells as the header",
+    C.IMAGE_NAME_EMPTY: "fill in the image names of the rows named",
+    C.LABEL_EMPTY: "fill in the labels of the rows named",
+    C.NOT_A_NUMBER: "make the regress cells numbers",
+}
+
+
+@dataclass
+class Problem:
+    """One finding: `error` stops training; otherwise a warning. Where: a split (source, split) and/or a head."""
+
+    message: str  # may span lines; the first names the source, split and head
+    error: bool
+    source: str | None = None
+    split: str | None = None
+    head: str | None = None
+
+
+def check_totals(
+    cfg: Config, train_sets: list[SourceDataset], val_sets: list[SourceDataset]
+) -> tuple[list[SourceDataset], list[str]]:
+    """DataError listing every error; else (the val sets that have images, the warnings to show)."""
+    problems = find_problems(cfg, train_sets, val_sets)
+    errors = [p.message for p in problems if p.error]
+    if errors:
+        raise DataError(
+            f"training cannot start: {len(errors)} problem{'s' * (len(errors) > 1)} with the data "
+            "(`hydradet data check CONFIG` reports all of it):\n" + "\n".join(_indent(m) for m in errors)
+        )
+    warnings = [f"warning: {p.message}" for p in problems if not p.error]
+    return [ds for ds in val_sets if len(ds)], warnings
+
+
+def find_problems(
+    cfg: Config,
+    train_sets: list[SourceDataset],
+    val_sets: list[SourceDataset],
+    unreadable: frozenset[str] = frozenset(),
+) -> list[Problem]:
+    """Every totals problem of splits already read. unreadable: sources whose train split could not be read at
+    all (`data check` reports those itself): the heads they label are not judged on the others alone."""
+    problems = []
+    for ds in [*train_sets, *val_sets]:
+        if len(ds) == 0:
+            problems.append(_no_image(cfg, ds))
+    for head, head_cfg in cfg.heads.items():
+        sets = [ds for ds in train_sets if head in cfg.sources[ds.source].labels and len(ds)]
+        if not sets or any(head in cfg.sources[s].labels for s in unreadable):
+            continue  # no train source (the summary notes it), or every one already an error, or unknown
+        counts = {ds.source: _supervision(ds, head) for ds in sets}
+        what = "boxes" if head_cfg.task == "detect" else "labels"
+        if not sum(counts.values()):
+            one = {"boxes": "box", "labels": "label"}[what]
+            lines = [f"head {head}: no {one} from any train source ({', '.join(f'{s}/train' for s in counts)}):"]
+            for ds in sets:
+                lines += _indent_lines(_why_no_supervision(cfg, ds, head, what), "  ")
+            problems.append(Problem("\n".join(lines), error=True, head=head))
+            continue
+        for ds in sets:
+            if counts[ds.source] == 0:
+                why = _why_no_supervision(cfg, ds, head, what)
+                why[0] += f": its images would teach head {head} only background (other sources give it {what})"
+                problems.append(Problem("\n".join(why), error=False, source=ds.source, split="train", head=head))
+    return problems
+
+
+def _no_image(cfg: Config, ds: SourceDataset) -> Problem:
+    src = cfg.sources[ds.source]
+    heads = ", ".join(src.labels)
+    train = ds.split == "train"
+    consequence = f"nothing to train heads {heads} on" if train else f"evaluation of {heads} on it is skipped"
+    lines = [f"sources.{ds.source}.{ds.split} ({getattr(src, ds.split)}): no usable image; {consequence}"]
+    lines += _lost(ds) or ["  the reader found no image at all"]
+    lines += _where(ds)
+    lines.append(f"  fix: {_fix(ds, 'point sources.NAME.SPLIT at the images (a folder, list or annotation file)')}")
+    return Problem("\n".join(lines), error=train, source=ds.source, split=ds.split)
+
+
+def _supervision(ds: SourceDataset, head: str) -> int:
+    """Boxes (detect) or labels (classify/regress) the split gives the head."""
+    if head in ds.class_maps:
+        cmap = ds.class_maps[head]
+        return sum(c in cmap for r in ds.records for c in r.classes)
+    return sum(head in r.image_labels for r in ds.records)
+
+
+def _why_no_supervision(cfg: Config, ds: SourceDataset, head: str, what: str) -> list[str]:
+    src = cfg.sources[ds.source]
+    lines = [f"sources.{ds.source}.train ({src.train}): {len(ds)} images, 0 {head} {what}"]
+    cmap = ds.class_maps.get(head, {})
+    counts = ds.data.box_counts()
+    others = {c: n for c, n in counts.items() if n and c not in cmap}
+    ignored = sum(c in cmap for r in ds.records for c in r.ignore_classes)
+    if ignored:
+        lines.append(f"  {ignored} boxes of its classes are ignore regions (VOC `difficult`, COCO `iscrowd`)")
+    if others:
+        shown = ", ".join(f"{c} {n}" for c, n in others.items())
+        lines.append(f"  its boxes are of classes that sources.{ds.source}.labels.{head} does not map: {shown}")
+    lost = _lost(ds)
+    lines += lost
+    if not (ignored or others or lost):
+        lines.append("  every image has an empty label: all are background")
+    lines += _where(ds)
+    mapped = ", ".join(cmap) or "none"
+    fallback = (
+        f"map the classes it has under sources.{ds.source}.labels.{head} (now: {mapped})"
+        if others
+        else "give the images their labels"
+    )
+    lines.append(f"  fix: {_fix(ds, fallback)}")
+    return lines
+
+
+def _lost(ds: SourceDataset) -> list[str]:
+    """What the reader skipped, by reason, biggest first, each with its first place."""
+    out = []
+    for reason, n in sorted(ds.data.skipped.items(), key=lambda kv: -kv[1]):
+        places = ds.data.examples.get(reason) or []
+        out.append(f"  lost: {n} x {reason}{f', e.g. {places[0]}' if places else ''}")
+    return out
+
+
+def _where(ds: SourceDataset) -> list[str]:
+    return [f"  looked in: {w}" for w in ds.data.looked_in] + [f"  hint: {h}" for h in ds.data.hints]
+
+
+def _fix(ds: SourceDataset, fallback: str) -> str:
+    """The hint's fix when the reader found one (it ends in the fix), else the fix of the biggest loss."""
+    if ds.data.hints:
+        return "see the hint"
+    reasons = sorted(ds.data.skipped.items(), key=lambda kv: -kv[1])
+    fix = next((_FIXES[r] for r, _ in reasons if r in _FIXES), fallback)
+    return fix.replace("NAME", ds.source).replace("SPLIT", ds.split)
+
+
+def _indent_lines(lines: list[str], prefix: str) -> list[str]:
+    return [prefix + line for line in lines]
+
+
+def _indent(message: str) -> str:
+    return "\n".join(_indent_lines(message.splitlines(), "  "))
