@@ -12,6 +12,7 @@ import math
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from hydradet.config.schema import Config, HeadConfig
 from hydradet.data.dataset import SourceDataset, collate, unletterbox
@@ -23,42 +24,52 @@ from hydradet.model.detector import HydraDetector
 def evaluate(
     model: HydraDetector, cfg: Config, val_sets: list[SourceDataset], device: torch.device
 ) -> dict[str, dict[str, float]]:
-    """head -> its metrics (METRICS[task]) and "images", over the val splits of the sources that label it."""
+    """head -> its metrics (METRICS[task]) and "images", over the val splits of the sources that label it.
+
+    Only the heads both the model and cfg have are evaluated (`hydradet val` may give a config with fewer heads
+    than the model). A progress bar (images) on stderr, erased when done so that training logs stay one line per
+    epoch."""
     was_training = model.training
     model.eval()
-    tasks = {h: cfg.heads[h].task for h in model.heads}
-    gts: dict[str, list[ImageBoxes]] = {h: [] for h in model.heads}
-    preds: dict[str, list[ImageBoxes]] = {h: [] for h in model.heads}
+    shared = [h for h in model.heads if h in cfg.heads]
+    tasks = {h: cfg.heads[h].task for h in shared}
+    gts: dict[str, list[ImageBoxes]] = {h: [] for h in shared}
+    preds: dict[str, list[ImageBoxes]] = {h: [] for h in shared}
     # Image-level heads: per image, (truth, prediction): class ids (classify) or values (regress).
-    pairs: dict[str, list[tuple[float, float]]] = {h: [] for h in model.heads}
-    for ds in val_sets:
-        heads = [h for h in cfg.sources[ds.source].heads() if h in model.heads]
-        loader = DataLoader(ds, batch_size=cfg.eval.batch, collate_fn=collate, num_workers=min(cfg.train.workers, 2))
-        for batch in loader:
-            outputs = model(batch.images.to(device), dict.fromkeys(heads))
-            dets = {
-                h: model.heads[h].postprocess(outputs[h], cfg.eval.conf, cfg.eval.iou, cfg.eval.max_det)
-                if tasks[h] == "detect"
-                else model.heads[h].postprocess(outputs[h]).cpu()
-                for h in heads
-            }
-            for i, (scale, size) in enumerate(zip(batch.scales, batch.orig_sizes, strict=True)):
-                # Ground truth straight from the records, in original pixels: only predictions travel back.
-                targets = ds.head_targets(batch.indices[i], size)
-                for head in heads:
-                    if tasks[head] == "classify":
-                        pairs[head].append((int(targets[head]["label"]), int(dets[head][i].argmax())))
-                        continue
-                    if tasks[head] == "regress":
-                        pairs[head].append((float(targets[head]["value"]), float(dets[head][i])))
-                        continue
-                    d = dets[head][i]
-                    gts[head].append(ImageBoxes.ground_truth(targets[head]))
-                    boxes = unletterbox(d.boxes.cpu(), scale, size)
-                    preds[head].append(ImageBoxes(boxes.numpy(), d.labels.cpu().numpy(), d.scores.cpu().numpy()))
+    pairs: dict[str, list[tuple[float, float]]] = {h: [] for h in shared}
+    with tqdm(total=sum(len(ds) for ds in val_sets), desc="val", unit="img", leave=False, dynamic_ncols=True) as bar:
+        for ds in val_sets:
+            heads = [h for h in cfg.sources[ds.source].heads() if h in tasks]
+            bar.set_postfix_str(ds.source)
+            loader = DataLoader(
+                ds, batch_size=cfg.eval.batch, collate_fn=collate, num_workers=min(cfg.train.workers, 2)
+            )
+            for batch in loader:
+                outputs = model(batch.images.to(device), dict.fromkeys(heads))
+                dets = {
+                    h: model.heads[h].postprocess(outputs[h], cfg.eval.conf, cfg.eval.iou, cfg.eval.max_det)
+                    if tasks[h] == "detect"
+                    else model.heads[h].postprocess(outputs[h]).cpu()
+                    for h in heads
+                }
+                for i, (scale, size) in enumerate(zip(batch.scales, batch.orig_sizes, strict=True)):
+                    # Ground truth straight from the records, in original pixels: only predictions travel back.
+                    targets = ds.head_targets(batch.indices[i], size)
+                    for head in heads:
+                        if tasks[head] == "classify":
+                            pairs[head].append((int(targets[head]["label"]), int(dets[head][i].argmax())))
+                            continue
+                        if tasks[head] == "regress":
+                            pairs[head].append((float(targets[head]["value"]), float(dets[head][i])))
+                            continue
+                        d = dets[head][i]
+                        gts[head].append(ImageBoxes.ground_truth(targets[head]))
+                        boxes = unletterbox(d.boxes.cpu(), scale, size)
+                        preds[head].append(ImageBoxes(boxes.numpy(), d.labels.cpu().numpy(), d.scores.cpu().numpy()))
+                bar.update(len(batch.indices))
     model.train(was_training)
     results = {}
-    for head in model.heads:
+    for head in shared:
         if gts[head]:
             results[head] = {**coco_map(gts[head], preds[head], cfg.heads[head].classes), "images": len(gts[head])}
         elif pairs[head]:
