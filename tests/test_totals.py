@@ -231,3 +231,21 @@ def test_a_val_split_without_images_is_a_warning_and_training_runs_without_evalu
     (row,) = list(csv.DictReader((run / "results.csv").open()))
     assert row["person/mAP50"] == "" and row["eval_s"] == ""
     assert (run / "weights" / "best.safetensors").is_file()
+
+
+def test_data_check_reports_an_empty_val_split_as_a_warning_not_an_error(tmp_path, capsys):
+    root = tmp_path / "d"
+    data = _yolo(root, ["a.jpg"], {"labels/train/a.txt": BOX})
+    (root / "images" / "empty").mkdir()
+    data.write_text(data.read_text().replace("val: images/train", "val: images/empty"))
+    cfg = _config(tmp_path, _people(data, val=str(data)))
+    assert main(["data", "check", str(cfg), "--out", str(tmp_path / "check")]) == 0
+    text = (tmp_path / "check" / "report.txt").read_text()
+    capsys.readouterr()
+    val = text.split("people/val: ")[1]
+    assert f"  WARNING: sources.people.val ({data}): no usable image; evaluation of person on it is skipped" in val
+    assert f"    looked in: images: {root / 'images' / 'empty'} (0 image files found)" in val
+    assert "ERROR" not in text and text.endswith("no errors\n")
+    report = json.loads((tmp_path / "check" / "report.json").read_text())
+    assert report["ok"] is True
+    assert [(p["source"], p["split"], p["error"]) for p in report["problems"]] == [("people", "val", False)]
