@@ -107,3 +107,92 @@ def test_an_unreadable_video_is_a_user_error(weights: Path, tmp_path: Path, caps
     bad.write_bytes(b"\x00" * 1000)
     assert main(["predict", str(weights), str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "broken.mp4: not a readable video" in capsys.readouterr().err
+
+
+# Display rotation: phones store landscape pixels and say how to turn them for display.
+STORED = (64, 48)  # (w, h) as stored
+
+
+def stored_frame() -> np.ndarray:
+    """Dark, with a bright block in the stored top-left corner."""
+    image = np.full((STORED[1], STORED[0], 3), 30, np.uint8)
+    image[:16, :24] = 250
+    return image
+
+
+def write_rotated(path: Path, degrees: int = 0, hflip: bool = False, vflip: bool = False, tag: str | None = None):
+    """Three frames written with PyAV directly: a display matrix (degrees counter-clockwise, then mirrors, as PyAV
+    defines it), or the old `rotate` metadata tag (degrees clockwise)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = *STORED, "yuv420p"
+        if tag is not None:
+            stream.metadata["rotate"] = tag
+        else:
+            stream.set_display_rotation(degrees, hflip=hflip, vflip=vflip)
+        for _ in range(3):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(stored_frame(), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def bright_corner(image: np.ndarray) -> str:
+    """Which corner holds the bright block: 'top-left', 'top-right', 'bottom-left' or 'bottom-right'."""
+    h, w = image.shape[:2]
+    quads = {
+        "top-left": image[: h // 3, : w // 3],
+        "top-right": image[: h // 3, -w // 3 :],
+        "bottom-left": image[-h // 3 :, : w // 3],
+        "bottom-right": image[-h // 3 :, -w // 3 :],
+    }
+    return max(quads, key=lambda q: quads[q].mean())
+
+
+def test_a_portrait_phone_video_is_read_upright(tmp_path: Path):
+    """An iPhone held upright records landscape pixels with a display matrix turning them a quarter clockwise
+    (ffprobe: "rotation of -90 degrees"): the viewer sees a portrait picture, the stored top-left at top-right."""
+    path = write_rotated(tmp_path / "portrait.mp4", degrees=-90)
+    frames = list(read_frames(path))
+    assert len(frames) == 3 and frames[0].shape == (STORED[0], STORED[1], 3)  # portrait: 64 high, 48 wide
+    assert bright_corner(frames[0]) == "top-right"
+    assert frames[0].flags.c_contiguous
+
+
+ORIENTATIONS = [(90, False, False), (180, False, False), (0, True, False), (0, False, True)]
+ORIENTATIONS += [(90, True, False), (-90, False, True), (0, False, False)]
+
+
+@pytest.mark.parametrize(("degrees", "hflip", "vflip"), ORIENTATIONS)
+def test_every_display_matrix_orientation_is_applied(tmp_path: Path, degrees: int, hflip: bool, vflip: bool):
+    """PyAV's set_display_rotation: turn counter-clockwise by `degrees`, then mirror (EXIF's eight orientations)."""
+    expected = np.rot90(stored_frame(), degrees // 90)
+    expected = expected[:, ::-1] if hflip else expected
+    expected = expected[::-1] if vflip else expected
+    (got,) = list(read_frames(write_rotated(tmp_path / "r.mp4", degrees, hflip, vflip)))[:1]
+    assert got.shape == expected.shape
+    assert bright_corner(got) == bright_corner(expected)
+    assert np.abs(got.astype(int) - expected).mean() < 8  # the same picture, up to the codec's loss
+
+
+def test_the_old_rotate_tag_is_honoured(tmp_path: Path):
+    """Files from before the display matrix carry a `rotate` tag (degrees clockwise); FFmpeg reads it back from
+    Matroska as ROTATE."""
+    frames = list(read_frames(write_rotated(tmp_path / "tagged.mkv", tag="90")))
+    assert frames[0].shape == (STORED[0], STORED[1], 3) and bright_corner(frames[0]) == "top-right"
+
+
+def test_predict_writes_the_video_upright_without_a_display_rotation(weights: Path, tmp_path: Path):
+    """Upright pixels and no display matrix: every player (also those that ignore the matrix) shows the output as
+    the viewer saw the input, with the boxes where the JSON lines put them."""
+    clip = write_rotated(tmp_path / "portrait.mp4", degrees=-90)
+    out = tmp_path / "out"
+    assert main(["predict", str(weights), str(clip), "--conf", "0.99", "--out", str(out)]) == 0
+    lines = [json.loads(line) for line in (out / "portrait.jsonl").read_text().splitlines()]
+    assert [(r["width"], r["height"]) for r in lines] == [(STORED[1], STORED[0])] * 3  # portrait, as seen
+    with av.open(str(out / "portrait.mp4")) as container:
+        frame = next(container.decode(video=0))
+        assert frame.side_data.get("DISPLAYMATRIX") is None and frame.rotation == 0
+        raw = frame.to_ndarray(format="rgb24")  # the stored pixels, without any turn applied
+    assert raw.shape == (STORED[0], STORED[1], 3) and bright_corner(raw) == "top-right"

@@ -30,14 +30,65 @@ def _open(path: Path) -> Any:
 
 
 def read_frames(path: Path) -> Iterator[np.ndarray]:
-    """Every frame as (H, W, 3) uint8 RGB, in order, decoded one at a time."""
+    """Every frame as (H, W, 3) uint8 RGB, upright as a player shows it, in order, decoded one at a time.
+
+    Phones store the sensor's landscape pixels and a display rotation (the display matrix side data; older files:
+    the stream's `rotate` tag); the frames are turned (and mirrored) as that says, as photos' EXIF orientation is
+    applied, so that boxes and the JSON lines' pixels are those a viewer sees."""
     with _open(path) as container:
         if not container.streams.video:
             raise DataError(f"{path}: no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # FFmpeg's frame threads: decoding keeps up with the model
+        # Case-insensitive, as FFmpeg's dictionaries are: Matroska files carry it as ROTATE.
+        tag = next((v for k, v in stream.metadata.items() if k.lower() == "rotate"), None)
+        tag_op = _ROTATE_TAG.get(_int(tag) % 360, "")
         for frame in container.decode(stream):
-            yield frame.to_ndarray(format="rgb24")
+            image = frame.to_ndarray(format="rgb24")
+            matrix = frame.side_data.get("DISPLAYMATRIX")  # FFmpeg attaches the stream's to every frame
+            op = display_op(np.frombuffer(bytes(matrix), np.int32)) if matrix is not None else tag_op
+            yield np.ascontiguousarray(_OPS[op](image)) if op else image
+
+
+# FFmpeg's transpose filter's directions and flips, on (H, W, C) arrays.
+_OPS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "clock": lambda a: np.rot90(a, -1),  # a quarter turn clockwise
+    "cclock": lambda a: np.rot90(a, 1),
+    "cclock_flip": lambda a: a.transpose(1, 0, 2),  # counter-clockwise, then upside down: the transpose
+    "clock_flip": lambda a: np.rot90(a, 2).transpose(1, 0, 2),
+    "hflip": lambda a: a[:, ::-1],
+    "vflip": lambda a: a[::-1],
+    "rot180": lambda a: a[::-1, ::-1],
+}
+_ROTATE_TAG = {90: "clock", 180: "rot180", 270: "cclock"}  # the old `rotate` tag: degrees clockwise
+
+
+def display_op(matrix: np.ndarray) -> str:
+    """The turn or flip (a key of _OPS, "" for none) that shows a frame upright, from its display matrix (FFmpeg's
+    3x3 int32 layout, 16.16 fixed point, row-major).
+
+    The rule of FFmpeg's own players (fftools' autorotate): the matrix's rotation rounded to a quarter turn, and
+    its flips. Other angles are left as they are (no phone writes them)."""
+    m = matrix.astype(np.float64)
+    s0, s1 = np.hypot(m[0], m[3]), np.hypot(m[1], m[4])
+    if s0 == 0 or s1 == 0:  # a degenerate matrix (a broken file): show the pixels as stored
+        return ""
+    # fftools' theta: the clockwise turn to display, in [0, 360).
+    theta = round(float(np.degrees(np.arctan2(m[1] / s1, m[0] / s0)))) % 360
+    if theta == 90:
+        return "cclock_flip" if m[3] > 0 else "clock"
+    if theta == 180:
+        return {(True, True): "rot180", (True, False): "hflip", (False, True): "vflip"}.get((m[0] < 0, m[4] < 0), "")
+    if theta == 270:
+        return "clock_flip" if m[3] < 0 else "cclock"
+    return "vflip" if theta == 0 and m[4] < 0 else ""
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(float(value)) if value is not None else 0
+    except ValueError:
+        return 0
 
 
 def frame_count(path: Path) -> int | None:
@@ -55,7 +106,11 @@ def frame_rate(path: Path) -> Fraction:
 
 
 class VideoWriter:
-    """Frames (H, W, 3) uint8 RGB -> an .mp4; odd sizes padded by a pixel (4:2:0 chroma needs even ones)."""
+    """Frames (H, W, 3) uint8 RGB -> an .mp4; odd sizes padded by a pixel (4:2:0 chroma needs even ones).
+
+    The frames are written as given, upright, with no display rotation: every player (and OpenCV, browsers,
+    editors that ignore the display matrix) then shows them as the viewer saw the input, and the drawn boxes and
+    the JSON lines' pixels stay in the same frame as the written pixels."""
 
     def __init__(self, path: Path, fps: Fraction) -> None:
         import av
