@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import snapshot, tiny_config, tiny_model
+from conftest import CLI_FAST, snapshot, tiny_config, tiny_model
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -188,3 +188,18 @@ def test_the_cli_shows_the_non_finite_warning(tmp_path: Path):
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "NonFiniteWeightsWarning" in done.stderr and "2 of" in done.stderr and "NaN or inf" in done.stderr
+
+
+@pytest.mark.parametrize("kind", ["class count", "not json", "no heads"])
+def test_train_with_an_inconsistent_model_init_exits_2(kind: str, good: Path, tmp_path: Path, capsys):
+    world = tmp_path / "world"
+    assert main(["synth", str(world), "--train-images", "2", "--val-images", "2"]) == 0
+    make, words = CASES[kind]
+    path = make(good, tmp_path / "init.safetensors")
+    # The file's model (resnet18, neck 16) is the run's: the check, not a shape difference, must stop it.
+    argv = ["train", str(world / "hydradet.yaml"), f"model.init={path}", *CLI_FAST, "model.backbone=resnet18"]
+    argv += [f"project={tmp_path / 'runs'}", "train.epochs=1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert_names(err, path, words)
