@@ -17,9 +17,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hydradet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a model from a config")
-    p.add_argument("config", type=Path)
+    p = sub.add_parser("train", help="train a model from a config, or continue a stopped run (--resume)")
+    p.add_argument("config", type=Path, nargs="?", help="the run's YAML (leave out with --resume)")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. train.epochs=3")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN",
+        help="continue runs/NAME from its checkpoint at the next batch, with its own config (train.resume)",
+    )
 
     p = sub.add_parser("val", help="per-head mAP of a weights file on the config's val data")
     p.add_argument("config", type=Path)
@@ -95,9 +102,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from hydradet.train.resume import resume_config
     from hydradet.train.trainer import train
 
-    cfg = load_config(args.config, args.overrides)
+    if args.resume is not None:
+        # argparse reads a first key=value as the config; with --resume every positional is an override
+        overrides = [str(args.config), *args.overrides] if args.config is not None else args.overrides
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise ConfigError(f"train --resume takes the run's own config; {bad[0]} is not a key=value override")
+        cfg = resume_config(args.resume, overrides=overrides)
+    elif args.config is None:
+        raise ConfigError("train: give a config file (hydradet train CONFIG) or a run to continue (--resume RUN)")
+    else:
+        cfg = load_config(args.config, args.overrides)
+        if cfg.train.resume is not None:
+            cfg = resume_config(cfg.train.resume, requested=cfg)
     train(cfg)
     return 0
 
@@ -105,24 +125,22 @@ def _train(args: argparse.Namespace) -> int:
 def _val(args: argparse.Namespace) -> int:
     from hydradet.data.dataset import split_datasets
     from hydradet.eval.evaluate import evaluate, format_table
+    from hydradet.eval.val import plan_val
     from hydradet.model.weights import load_model
     from hydradet.train.trainer import device_from
 
     model = load_model(args.weights)
-    # Evaluate at the size the model was trained at, unless the command line says otherwise.
-    cfg = load_config(args.config, [f"model.imgsz={model.model_cfg.imgsz}", *args.overrides])
-    for head, head_cfg in model.head_cfgs.items():
-        if head in cfg.heads and cfg.heads[head].classes != head_cfg.classes:
-            raise ConfigError(
-                f"heads.{head}.classes: the config says {cfg.heads[head].classes} but {args.weights} was trained "
-                f"with {head_cfg.classes}; class ids would not match"
-            )
+    # Evaluate at the size the model was trained at, unless the command line says otherwise. evaluate_only: a
+    # config whose sources have only `val` splits is fine here.
+    overrides = [f"model.imgsz={model.model_cfg.imgsz}", *args.overrides]
+    cfg = load_config(args.config, overrides, evaluate_only=True)
+    # The heads both name (same task and classes) with val data; each other head is named with the reason.
+    plan = plan_val(cfg, model, args.weights)
+    for line in plan.left_out:
+        print(f"val: {line}")
     device = device_from(cfg.train.device)
     model.to(device)
-    val_sets = split_datasets(cfg, "val")
-    if not val_sets:
-        raise ConfigError(f"{args.config}: no source has a `val` split to evaluate on")
-    print(format_table(evaluate(model, cfg, val_sets, device)))
+    print(format_table(evaluate(model, plan.cfg, split_datasets(plan.cfg, "val"), device)))
     return 0
 
 

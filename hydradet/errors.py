@@ -22,6 +22,10 @@ class DataError(UserError):
     """Bad input data, found before training starts."""
 
 
+class TrainingStopped(UserError):
+    """A run that cannot go on (its loss diverged); the message says where to resume from and with what."""
+
+
 class WeightsError(UserError):
     """A weights file that cannot be used (missing, pickled, corrupt, or not matching the model)."""
 

@@ -17,7 +17,7 @@ DEFAULT_YAML = Path(__file__).with_name("default.yaml")
 
 # Keys holding paths. Relative paths are resolved against the folder of the file that set them
 # (the working directory for command-line overrides), so a config can be run from anywhere.
-_PATH_KEYS = (("model", "backbone_weights"), ("model", "init"))
+_PATH_KEYS = (("model", "backbone_weights"), ("model", "init"), ("train", "resume"))
 _SOURCE_PATH_KEYS = ("train", "val", "images")
 
 
@@ -30,9 +30,15 @@ def defaults() -> dict[str, Any]:
 
 
 def load_config(
-    source: str | Path | dict[str, Any], overrides: list[str] | tuple[str, ...] = (), check_paths: bool = True
+    source: str | Path | dict[str, Any],
+    overrides: list[str] | tuple[str, ...] = (),
+    check_paths: bool = True,
+    evaluate_only: bool = False,
 ) -> Config:
-    """Build a validated Config from a YAML path (or a dict, paths relative to the working directory)."""
+    """Build a validated Config from a YAML path (or a dict, paths relative to the working directory).
+
+    evaluate_only: the config is for evaluation (`hydradet val`), so sources with only a `val` split are enough;
+    a config for training still needs a `train` split. Raises ConfigError naming the key and the fix."""
     if isinstance(source, dict):
         user, base = copy.deepcopy(source), Path.cwd()
     else:
@@ -51,7 +57,7 @@ def load_config(
         "epochs" in (user.get("train") or {}) or any(o.split("=", 1)[0].strip() == "train.epochs" for o in overrides),
     )
     try:
-        cfg = Config.model_validate(merged)
+        cfg = Config.model_validate(merged, context={"evaluate_only": evaluate_only})
     except ValidationError as e:
         raise ConfigError(_explain(e, merged)) from None
     if check_paths:

@@ -206,6 +206,9 @@ class TrainConfig(Strict):
     ema: EmaConfig
     distill_old_heads: bool
     distill_weight: float = Field(ge=0)
+    save_period: float = Field(ge=0)
+    max_bad_steps: int = Field(ge=1)
+    resume: Path | None
 
 
 class AugmentConfig(Strict):
@@ -258,7 +261,7 @@ class Config(Strict):
     name: str = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _labels_name_known_heads_and_classes(self) -> Config:
+    def _labels_name_known_heads_and_classes(self, info: ValidationInfo) -> Config:
         # Errors are raised with the offending key path so that the loader can name it.
         self._check_heads()
         for sname, src in self.sources.items():
@@ -275,7 +278,8 @@ class Config(Strict):
             raise KeyedError(
                 "heads", "no heads configured; add e.g. `heads: {person: {task: detect, classes: [person]}}`"
             )
-        if not any(s.train for s in self.sources.values()) and self.train.epochs > 0:
+        evaluate_only = (info.context or {}).get("evaluate_only")  # `hydradet val`: val splits suffice (load.py)
+        if not any(s.train for s in self.sources.values()) and self.train.epochs > 0 and not evaluate_only:
             raise KeyedError("sources", "no source has a `train` split, so there is nothing to train on")
         self._check_train_controls()
         return self

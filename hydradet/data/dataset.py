@@ -18,7 +18,7 @@ from hydradet.data.augment import PAD_VALUE, Augment
 from hydradet.data.coco import read_coco
 from hydradet.data.csv_labels import read_csv_labels
 from hydradet.data.mosaic import mosaic
-from hydradet.data.records import SplitRecords
+from hydradet.data.records import SplitRecords, is_resize
 from hydradet.data.voc import read_voc
 from hydradet.data.yolo import read_yolo
 from hydradet.errors import ConfigError, DataError
@@ -165,8 +165,9 @@ class SourceDataset(Dataset[Sample]):
         rec = self.records[i]
         boxes = torch.from_numpy(rec.boxes).float().reshape(-1, 4)
         ignore = torch.from_numpy(rec.ignore).float().reshape(-1, 4)
-        if rec.width and rec.height and (rec.width, rec.height) != size:
-            # The annotation was made for another size of this picture (e.g. before a resize): rescale.
+        if rec.width and rec.height and (rec.width, rec.height) != size and is_resize((rec.width, rec.height), size):
+            # The file was resized since it was read (records.to_file_size's rule): the boxes follow. With another
+            # aspect ratio it is not a resize, and the boxes stay in the pixels they were drawn on.
             factor = torch.tensor([size[0] / rec.width, size[1] / rec.height] * 2)
             boxes, ignore = boxes * factor, ignore * factor
         targets = {}

@@ -7,6 +7,7 @@ its own endless stream of reshuffled passes, so a small source repeats instead o
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -28,26 +29,61 @@ def source_probabilities(sizes: Sequence[int], ratios: SamplingConfig | str | Te
 
 
 class SourceBatchSampler(Sampler[list[int]]):
+    """`steps` batches of indices per pass (`__iter__`), each source read as its own endless stream of reshuffled
+    permutations. The state (random generator, each stream's permutation and position, the round-robin credit,
+    batches drawn so far) is plain data: `state_dict` / `load_state_dict` make a resumed run draw the same batches."""
+
     def __init__(self, sizes: Sequence[int], batch: int, sampling: SamplingConfig, steps: int, seed: int = 0) -> None:
         self.sizes = list(sizes)
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(int)
         self.batch, self.mode, self.steps = batch, sampling.mode, steps
         self.p = source_probabilities(self.sizes, sampling)
         self.rng = np.random.default_rng(seed)
-        self._streams = [self._stream(s) for s in range(len(self.sizes))]
+        self._perms: list[np.ndarray | None] = [None] * len(self.sizes)
+        self._pos = [0] * len(self.sizes)
         self._credit = np.zeros(len(self.sizes))
+        self.drawn = 0  # batches drawn since the start of training: numbers each batch (data/seeding.py)
+        self._skip = 0
 
     def __len__(self) -> int:
-        return self.steps
+        return self.steps - self._skip
 
     def __iter__(self) -> Iterator[list[int]]:
-        for _ in range(self.steps):
+        skip, self._skip = self._skip, 0
+        for k in range(self.steps):
             counts = self._alternate_counts() if self.mode == "alternate" else self._mixed_counts()
-            yield [int(self.offsets[s] + next(self._streams[s])) for s, k in enumerate(counts) for _ in range(k)]
+            batch = [int(self.offsets[s] + self._next(s)) for s, n in enumerate(counts) for _ in range(n)]
+            self.drawn += 1
+            if k >= skip:
+                yield batch
 
-    def _stream(self, s: int) -> Iterator[int]:
-        while self.sizes[s]:
-            yield from self.rng.permutation(self.sizes[s])
+    def skip_next(self, batches: int) -> None:
+        """The next pass draws its first `batches` batches without yielding them (a resumed epoch's done steps)."""
+        self._skip = batches
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "rng": self.rng.bit_generator.state,
+            "perms": [None if p is None else p.tolist() for p in self._perms],
+            "pos": list(self._pos),
+            "credit": self._credit.tolist(),
+            "drawn": self.drawn,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self._perms = [None if p is None else np.asarray(p, dtype=np.int64) for p in state["perms"]]
+        self._pos = list(state["pos"])
+        self._credit = np.asarray(state["credit"], dtype=np.float64)
+        self.drawn = int(state["drawn"])
+
+    def _next(self, s: int) -> int:
+        perm = self._perms[s]
+        if perm is None or self._pos[s] == len(perm):
+            perm = self._perms[s] = self.rng.permutation(self.sizes[s])
+            self._pos[s] = 0
+        self._pos[s] += 1
+        return int(perm[self._pos[s] - 1])
 
     def _alternate_counts(self) -> np.ndarray:
         # Smooth weighted round robin: batches per source follow p exactly over any window, in a

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -85,6 +86,14 @@ class DWA(Balancer):
         for h, v in mean_losses.items():
             self.history[h].append(float(v))
         self.weights = dwa_weights(self.history, self.temperature)
+
+    # The loss history is training state: a resumed run (train/checkpoint.py) needs it in the balancer's state_dict.
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"history": self.history, "weights": self.weights}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.history = {h: list(v) for h, v in state["history"].items()}
+        self.weights = dict(state["weights"])
 
 
 def dwa_weights(history: Mapping[str, list[float]], temperature: float) -> dict[str, float]:

@@ -63,6 +63,15 @@ def trunk_scales(model: HydraDetector, rows: Mapping[str, Tensor]) -> dict[str, 
     return {h: len(counts) * c / total for h, c in counts.items()}
 
 
+class NonFiniteStep(Exception):
+    """A step whose loss or gradient was NaN or inf, skipped: no optimizer step, every gradient cleared.
+    `heads`: the heads whose loss or own gradient was non-finite (all active heads when only the trunk's was)."""
+
+    def __init__(self, heads: list[str], what: str) -> None:
+        super().__init__(f"non-finite {what} in head(s) {', '.join(heads)}")
+        self.heads, self.what = heads, what
+
+
 def train_step(
     model: HydraDetector,
     optimizer: torch.optim.Optimizer,
@@ -74,18 +83,51 @@ def train_step(
     trunk: str = "sum",
 ) -> dict[str, float]:
     """Returns each active head's total loss (unweighted). Heads without samples keep grad None and are not
-    stepped; so do their balancing parameters. balancer None: the plain sum of the heads' losses."""
+    stepped; so do their balancing parameters. balancer None: the plain sum of the heads' losses.
+
+    Raises NonFiniteStep, with nothing changed but the gradients (cleared), when a loss or gradient is NaN or inf:
+    one bad batch must not write NaN into the weights, the optimizer moments and, through them, every later step."""
     losses = head_losses(model, batch, source_heads, distiller, trunk)
     totals = {head: sum(terms.values()) for head, terms in losses.items()}
     clear_grads(model)
+    if balancer is not None:
+        clear_grads(balancer)
+    bad = [h for h, t in totals.items() if not torch.isfinite(t).all()]  # type: ignore[union-attr]
+    if bad:
+        raise NonFiniteStep(bad, "loss")
     if balancer is None:
         sum(totals.values()).backward()  # type: ignore[union-attr]
     else:
-        clear_grads(balancer)
         balancer.backward(totals, model)  # type: ignore[arg-type]
         balancer.check_untouched(losses)
     check_untouched(model.heads, losses)
+    bad = _nonfinite_gradients(model, list(losses), balancer)
+    if bad:
+        clear_grads(model)
+        if balancer is not None:
+            clear_grads(balancer)
+        raise NonFiniteStep(bad, "gradient")
     if grad_clip > 0:
         clip_grads([model.backbone, model.neck], model.heads, losses, grad_clip)
     optimizer.step()
     return {head: float(total.detach()) for head, total in totals.items()}  # type: ignore[union-attr]
+
+
+def _nonfinite_gradients(model: HydraDetector, active: list[str], balancer: Balancer | None) -> list[str]:
+    """The active heads whose own (or balancing) gradient holds NaN or inf; all of them if only the trunk's does."""
+
+    def finite(params: Iterable[torch.nn.Parameter]) -> bool:
+        grads = [p.grad for p in params if p.grad is not None]
+        # One fused reduction per group. The max-abs norm is non-finite exactly when an element is (an L2 norm
+        # could also overflow on large but finite gradients).
+        return not grads or bool(torch.stack(torch._foreach_norm(grads, float("inf"))).isfinite().all())
+
+    extra = dict(balancer.named_parameters()) if balancer is not None else {}
+    bad = [
+        h
+        for h in active
+        if not finite(model.heads[h].parameters()) or not finite(p for n, p in extra.items() if n.endswith(f".{h}"))
+    ]
+    if not bad and not finite(p for m in (model.backbone, model.neck) for p in m.parameters()):
+        bad = list(active)
+    return bad

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import random
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,32 +20,48 @@ from hydradet.config.load import dump_config
 from hydradet.config.schema import Config
 from hydradet.data.dataset import SourceDataset, collate, split_datasets, with_regress_stats
 from hydradet.data.sampler import SourceBatchSampler, source_probabilities
-from hydradet.errors import ConfigError
+from hydradet.data.seeding import SeededBatches, SeededDataset
+from hydradet.data.totals import check_totals
+from hydradet.errors import ConfigError, TrainingStopped
 from hydradet.eval.evaluate import METRICS, evaluate, fitness, format_table
+from hydradet.files import atomic_write_text, remove_stale_temporaries
 from hydradet.model.detector import HydraDetector
 from hydradet.model.weights import init_from, read_metadata, save_weights
 from hydradet.train.balance import build_balancer
+from hydradet.train.checkpoint import (
+    Progress,
+    checkpoint_path,
+    load_checkpoint,
+    load_full_state,
+    save_checkpoint,
+    set_rng_states,
+)
 from hydradet.train.distill import Distiller, old_heads_of
 from hydradet.train.ema import ModelEMA
 from hydradet.train.optim import build_optimizer, lr_factor, set_lr
-from hydradet.train.step import train_step
+from hydradet.train.step import NonFiniteStep, train_step
 
 
 def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
-    """Train as the config says; returns the run folder (config.yaml, results.csv, weights/)."""
+    """Train as the config says; returns the run folder (config.yaml, results.csv, weights/).
+
+    With `train.resume` (a run folder; see train/resume.py for the config it must hold), the run continues from
+    its checkpoint at the next batch and ends exactly where the uninterrupted run would have."""
     _seed_everything(cfg.train.seed)
     device = device_from(cfg.train.device)
 
     # Data, read and checked before anything is written: every source's train split is one stream; the
     # sampler decides how they mix into batches.
     train_sets, val_sets = split_datasets(cfg, "train"), split_datasets(cfg, "val")
+    val_sets, data_warnings = check_totals(cfg, train_sets, val_sets)  # empty train data stops here (exit 2)
+    for line in data_warnings:
+        log(line)
     cfg = with_regress_stats(cfg, train_sets)  # regress heads learn normalised labels; saved in config and weights
     for line in describe_data(cfg, train_sets, val_sets):
         log(line)
     sizes = [len(ds) for ds in train_sets]
     steps = cfg.train.steps_per_epoch or max(1, math.ceil(sum(sizes) / cfg.train.batch))
     sampler = SourceBatchSampler(sizes, cfg.train.batch, cfg.train.sampling, steps, cfg.train.seed)
-    loader = make_loader(train_sets, sampler, cfg.train.workers)
 
     # Model: one backbone and neck, a head per label space; optionally started from a weights file.
     model = HydraDetector(cfg.model, cfg.heads)
@@ -61,97 +79,193 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
     # EMA of the weights (train.ema): evaluated and saved instead of the raw model; heads move only on their steps.
     ema = ModelEMA(model, cfg.train.ema.decay, cfg.train.ema.tau) if cfg.train.ema.enabled else None
     final = ema.ema if ema is not None else model  # what is evaluated and saved
-
-    # Only now, with data and model known to be good, does the run get a folder.
-    run_dir = new_run_dir(cfg.project / cfg.name)
-    (run_dir / "weights").mkdir(parents=True)
-    (run_dir / "config.yaml").write_text(dump_config(cfg))
-    log(f"run: {run_dir}  device: {device}")
     # Balancing may have parameters (uncertainty's s_i): the optimizer trains them beside the model's.
     balancer = build_balancer(cfg.train.balance, cfg.heads).to(device)
     optimizer = build_optimizer(model, cfg.train, balancer)
+
+    # Only now, with data and model known to be good, does the run get a folder (or a resumed run its state back).
+    progress = Progress()
+    if cfg.train.resume is not None:
+        run_dir = cfg.train.resume
+        for stale in remove_stale_temporaries(run_dir / "weights") + remove_stale_temporaries(run_dir):
+            log(f"removed {stale.name}, left by a write the stop interrupted")
+        ckpt = load_checkpoint(checkpoint_path(run_dir))
+        progress = ckpt["progress"]
+        if progress.epoch > cfg.train.epochs:
+            done = progress.epoch - 1
+            raise ConfigError(
+                f"{run_dir} has done {done} epochs and train.epochs is {cfg.train.epochs}: nothing left to resume. "
+                f"To train longer: hydradet train --resume {run_dir} train.epochs={done + 10}"
+            )
+        load_full_state(model, ckpt["model"])
+        if ema is not None:
+            load_full_state(ema.ema, ckpt["ema"])
+            ema.updates = dict(ckpt["ema_updates"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        balancer.load_state_dict(ckpt["balancer"])
+        sampler.load_state_dict(ckpt["sampler"])
+        set_rng_states(ckpt["rng"])
+        final.calibrated_conf = dict(progress.calibrated_conf)
+        log(f"resumed {run_dir} at epoch {progress.epoch}, step {progress.in_epoch}/{steps} of it")
+    else:
+        run_dir = new_run_dir(cfg.project / cfg.name)
+        (run_dir / "weights").mkdir(parents=True)
+    atomic_write_text(run_dir / "config.yaml", dump_config(cfg.model_copy(update={"train": _without_resume(cfg)})))
+    log(f"run: {run_dir}  device: {device}")
     source_heads = cfg.source_heads()
     total_steps, warmup = cfg.train.epochs * steps, round(cfg.train.warmup_epochs * steps)
-
     results_csv = run_dir / "results.csv"
-    best_fitness: float | None = None  # None until an evaluated epoch has written best.safetensors
-    step = 0
-    for epoch in range(1, cfg.train.epochs + 1):
-        if epoch == cfg.train.epochs - cfg.augment.close_mosaic + 1 and any(ds.mosaic for ds in train_sets):
-            log(f"  mosaic off for the last {cfg.augment.close_mosaic} epochs")
+    _write_csv(results_csv, progress.rows, _csv_columns(cfg))  # a resumed run's rows up to its checkpoint
+    ckpt_file = checkpoint_path(run_dir)
+
+    def save_checkpoint_now(epoch_start_sampler: dict) -> None:
+        progress.calibrated_conf = dict(final.calibrated_conf)
+        parts = {"model": model, "optimizer": optimizer, "balancer": balancer}
+        if ema is not None:
+            parts |= {"ema": ema.ema, "ema_updates": dict(ema.updates)}
+        save_checkpoint(ckpt_file, progress, epoch_start_sampler, **parts)
+
+    loader, mosaic_on = None, None
+    for epoch in range(progress.epoch, cfg.train.epochs + 1):
+        # Mosaic off for the last augment.close_mosaic epochs; workers hold copies of the datasets: a new loader.
+        mosaic = epoch <= cfg.train.epochs - cfg.augment.close_mosaic
+        if loader is None or mosaic != mosaic_on:
+            if mosaic_on and not mosaic:
+                log(f"  mosaic off for the last {cfg.augment.close_mosaic} epochs")
             for ds in train_sets:
-                ds.mosaic = 0.0
-            loader = make_loader(train_sets, sampler, cfg.train.workers)  # workers hold copies of the datasets
+                ds.mosaic = cfg.augment.mosaic if mosaic and ds.augment is not None and not ds.image_heads else 0.0
+            loader, mosaic_on = make_loader(train_sets, sampler, cfg.train.workers, cfg.train.seed), mosaic
         frozen = frozen_at(cfg, epoch)
         if frozen != model.frozen:
             log(f"  phase from epoch {epoch}: frozen: {', '.join(frozen) or 'nothing'}")
         model.freeze(frozen)
         model.train()  # frozen modules' BatchNorm layers stay in eval mode (HydraDetector.train)
-        t0 = time.time()
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
-        skipped: list[str] = []  # images that failed to decode this epoch; each was replaced by another sample
+        if progress.in_epoch == 0:
+            progress.start_epoch(epoch)
+        epoch_start_sampler = sampler.state_dict()
+        # Resumed mid-epoch: the sampler is back at the epoch's start; the batches already done are drawn, not loaded.
+        sampler.skip_next(progress.in_epoch)
+        t0, last_save = time.time() - progress.epoch_seconds, time.time()
         bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.train.epochs}", leave=True, dynamic_ncols=True)
+        bar.update(progress.in_epoch)
         for batch in bar:
-            lr = cfg.train.lr * lr_factor(step, total_steps, warmup, cfg.train)
+            lr = cfg.train.lr * lr_factor(progress.step, total_steps, warmup, cfg.train)
             set_lr(optimizer, lr)
-            losses = train_step(
-                model,
-                optimizer,
-                batch.to(device),
-                source_heads,
-                cfg.train.grad_clip,
-                balancer,
-                distiller,
-                cfg.train.balance.trunk,
-            )
-            if ema is not None:
-                ema.update(model, losses)  # the heads that had samples in this step
-            skipped += batch.skipped
-            for head, value in losses.items():
-                sums[head] = sums.get(head, 0.0) + value
-                counts[head] = counts.get(head, 0) + 1
-            bar.set_postfix({h: f"{sums[h] / counts[h]:.3f}" for h in sums}, refresh=False)
-            step += 1
+            try:
+                losses = train_step(
+                    model,
+                    optimizer,
+                    batch.to(device),
+                    source_heads,
+                    cfg.train.grad_clip,
+                    balancer,
+                    distiller,
+                    cfg.train.balance.trunk,
+                )
+            except NonFiniteStep as bad:  # nothing was updated: count it, and stop if it keeps happening
+                _count_bad_step(cfg, progress, bad, epoch, ckpt_file, log)
+            else:
+                if ema is not None:
+                    ema.update(model, losses)  # the heads that had samples in this step
+                progress.bad_in_a_row = 0
+                for head, value in losses.items():
+                    progress.sums[head] = progress.sums.get(head, 0.0) + value
+                    progress.counts[head] = progress.counts.get(head, 0) + 1
+                bar.set_postfix({h: f"{v / progress.counts[h]:.3f}" for h, v in progress.sums.items()}, refresh=False)
+            progress.skipped += batch.skipped
+            progress.step += 1
+            progress.in_epoch += 1
+            if progress.in_epoch < steps and time.time() - last_save >= cfg.train.save_period * 60:
+                progress.epoch_seconds = time.time() - t0
+                save_checkpoint_now(epoch_start_sampler)
+                last_save = time.time()
         bar.close()
-        balancer.end_epoch({h: sums[h] / counts[h] for h in sums})
-        if skipped:
-            log(f"  skipped: {len(skipped)} x image failed to decode (replaced by another sample), e.g. {skipped[0]}")
+        balancer.end_epoch({h: progress.sums[h] / progress.counts[h] for h in progress.sums})
+        if progress.skipped:
+            n, first = len(progress.skipped), progress.skipped[0]
+            log(f"  skipped: {n} x image failed to decode (replaced by another sample), e.g. {first}")
 
         row: dict[str, float | int | str] = dict.fromkeys(_csv_columns(cfg), "")
         row.update({"epoch": epoch, "lr": f"{lr:.6g}", "time_s": round(time.time() - t0, 1)})
-        row["skipped_images"] = len(skipped)
-        row.update({f"loss/{h}": round(sums[h] / counts[h], 4) for h in sums})
+        row["skipped_images"] = len(progress.skipped)
+        row.update({f"loss/{h}": round(float(progress.sums[h] / progress.counts[h]), 4) for h in progress.sums})
+        row.update({f"bad_steps/{h}": progress.bad_steps.get(h, 0) for h in cfg.heads})
         if val_sets and (epoch % cfg.eval.every == 0 or epoch == cfg.train.epochs):
             t_eval = time.time()
             metrics = evaluate(final, cfg, val_sets, device)
             row["eval_s"] = round(time.time() - t_eval, 1)
             log(format_table(metrics))
             for h, m in metrics.items():
-                row.update({f"{h}/{k}": round(m[k], 4) for k in METRICS[cfg.heads[h].task]})
+                row.update({f"{h}/{k}": round(float(m[k]), 4) for k in METRICS[cfg.heads[h].task]})
             # Each detect head's default predict conf: where F1 peaks on its own val data (saved in the weights).
-            final.calibrated_conf = {h: round(m["f1_conf"], 3) for h, m in metrics.items() if _finite(m.get("f1_conf"))}
+            final.calibrated_conf = {
+                h: round(float(m["f1_conf"]), 3) for h, m in metrics.items() if _finite(m.get("f1_conf"))
+            }
             # best = highest mean over the heads with val data of mAP50-95 / accuracy / 1 / (1 + MAE / std)
             # (eval.fitness); judged on evaluated epochs only.
-            score = fitness(metrics, cfg.heads)
-            if best_fitness is None or score > best_fitness:
-                best_fitness = score
-                save_weights(final, run_dir / "weights" / "best.safetensors", {"epoch": epoch})
-        _append_csv(results_csv, row)
-        save_weights(final, run_dir / "weights" / "last.safetensors", {"epoch": epoch})
-    if best_fitness is None:  # never evaluated (no val data, or no epochs): best is the final model
+            score = float(fitness(metrics, cfg.heads))
+            if progress.best_fitness is None or score > progress.best_fitness:
+                progress.best_fitness = score
+                _save_final(final, run_dir / "weights" / "best.safetensors", epoch)
+        _save_final(final, run_dir / "weights" / "last.safetensors", epoch)
+        # The epoch is done: its row is kept in the checkpoint, and lands in results.csv after the weights.
+        progress.rows.append(row)
+        progress.start_epoch(epoch + 1)
+        save_checkpoint_now(sampler.state_dict())
+        _write_csv(results_csv, progress.rows, _csv_columns(cfg))
+    if progress.best_fitness is None:  # never evaluated (no val data, or no epochs): best is the final model
         names = ("best",) if cfg.train.epochs else ("best", "last")
         for name in names:
-            save_weights(final, run_dir / "weights" / f"{name}.safetensors", {"epoch": cfg.train.epochs})
+            _save_final(final, run_dir / "weights" / f"{name}.safetensors", cfg.train.epochs)
     log(f"done: {run_dir / 'weights' / 'best.safetensors'}  results: {results_csv}")
     return run_dir
 
 
-def make_loader(train_sets: list[SourceDataset], sampler: SourceBatchSampler, workers: int) -> DataLoader:
-    """Every source's train split as one stream; the sampler decides how they mix into batches."""
+def _count_bad_step(
+    cfg: Config, progress: Progress, bad: NonFiniteStep, epoch: int, ckpt: Path, log: Callable[[str], None]
+) -> None:
+    """A skipped non-finite step: counted per head; `train.max_bad_steps` in a row stop the run (TrainingStopped)."""
+    for head in bad.heads:
+        progress.bad_steps[head] = progress.bad_steps.get(head, 0) + 1
+    progress.bad_in_a_row += 1
+    where = f"epoch {epoch}, step {progress.in_epoch + 1}"
+    if progress.bad_in_a_row == 1:
+        log(f"  warning: non-finite {bad.what} in head(s) {', '.join(bad.heads)} at {where}: step skipped")
+    if progress.bad_in_a_row >= cfg.train.max_bad_steps:
+        run_dir = ckpt.parent.parent
+        resume = (
+            f"resume from its last checkpoint ({ckpt}) with a lower learning rate: "
+            f"hydradet train --resume {run_dir} train.lr={cfg.train.lr / 10:g}"
+            if ckpt.is_file()
+            else f"no checkpoint was written yet: start again with a lower train.lr (e.g. {cfg.train.lr / 10:g})"
+        )
+        raise TrainingStopped(
+            f"training stopped: {progress.bad_in_a_row} steps in a row (train.max_bad_steps) had a non-finite "
+            f"{bad.what} in head(s) {', '.join(bad.heads)}, the last at {where} (step {progress.step + 1} of the run); "
+            f"the weights were never updated by them. The loss diverged: {resume}"
+        )
+
+
+def _save_final(model: HydraDetector, path: Path, epoch: int) -> None:
+    """best / last weights, never with NaN or inf in them (the step guard should make that impossible)."""
+    bad = [n for n, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise TrainingStopped(f"not writing {path}: {len(bad)} tensors hold NaN or inf (e.g. {bad[0]})")
+    save_weights(model, path, {"epoch": epoch})
+
+
+def _without_resume(cfg: Config) -> Any:
+    return cfg.train.model_copy(update={"resume": None})
+
+
+def make_loader(
+    train_sets: list[SourceDataset], sampler: SourceBatchSampler, workers: int, seed: int = 0
+) -> DataLoader:
+    """Every source's train split as one stream; the sampler decides how they mix into batches, and each sample's
+    augmentation is seeded from its batch number (data/seeding.py), whichever worker makes it."""
     return DataLoader(
-        ConcatDataset(train_sets),
-        batch_sampler=sampler,
+        SeededDataset(ConcatDataset(train_sets)),
+        batch_sampler=SeededBatches(sampler, seed),
         collate_fn=collate,
         num_workers=workers,
         persistent_workers=workers > 0,
@@ -206,17 +320,19 @@ def _first(places: list[str] | None) -> str:
 
 def _csv_columns(cfg: Config) -> list[str]:
     """Fixed up front, so that rows without evaluation (eval.every > 1) keep the columns aligned."""
-    cols = ["epoch", "lr", "time_s", "skipped_images", *(f"loss/{h}" for h in cfg.heads), "eval_s"]
+    cols = ["epoch", "lr", "time_s", "skipped_images", *(f"loss/{h}" for h in cfg.heads)]
+    cols += [*(f"bad_steps/{h}" for h in cfg.heads), "eval_s"]
     return cols + [f"{h}/{m}" for h, head in cfg.heads.items() for m in METRICS[head.task]]
 
 
-def _append_csv(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)
+def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    """results.csv rewritten whole (crash-safe) from the rows the checkpoint keeps: a resumed run never
+    duplicates or loses a row."""
+    out = io.StringIO()
+    w = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, out.getvalue())
 
 
 def new_run_dir(base: Path) -> Path:
