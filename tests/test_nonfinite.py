@@ -81,7 +81,9 @@ def test_a_skipped_step_is_counted_per_head_and_the_run_goes_on(world: Path, tmp
     monkeypatch.setattr(trainer_module, "train_step", flaky)
     args = [*CLI_FAST, "train.epochs=1", "train.steps_per_epoch=4", f"project={tmp_path}", "name=r"]
     assert main(["train", str(world / "hydradet.yaml"), *args]) == 0
-    assert "non-finite loss in head(s) animal at epoch 1, step 2: step skipped" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "non-finite loss in head(s) animal at epoch 1, step 2: step skipped" in out
+    assert "non-finite steps skipped this epoch (no update): animal 1" in out
     (row,) = csv.DictReader((tmp_path / "r" / "results.csv").open())
     assert (row["bad_steps/animal"], row["bad_steps/person"]) == ("1", "0")
 

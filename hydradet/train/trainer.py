@@ -181,6 +181,9 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
                 last_save = time.time()
         bar.close()
         balancer.end_epoch({h: progress.sums[h] / progress.counts[h] for h in progress.sums})
+        if progress.bad_steps:
+            counts = ", ".join(f"{h} {n}" for h, n in progress.bad_steps.items())
+            log(f"  non-finite steps skipped this epoch (no update): {counts}")
         if progress.skipped:
             n, first = len(progress.skipped), progress.skipped[0]
             log(f"  skipped: {n} x image failed to decode (replaced by another sample), e.g. {first}")
