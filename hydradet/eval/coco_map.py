@@ -12,6 +12,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import Tensor
 
+from hydradet.eval.curves import DetectCurves, detect_curves
+
 
 @dataclass
 class ImageBoxes:
@@ -38,7 +40,16 @@ KEYS = ("mAP50-95", "mAP50", *(f"AP50_{s}" for s in SIZES), "recall50", "f1", "f
 
 
 def coco_map(gts: list[ImageBoxes], preds: list[ImageBoxes], class_names: list[str]) -> dict[str, float]:
-    """gts[i] and preds[i] are the same image. Returns every key of KEYS; NaN when there is no ground truth.
+    """The metrics of `coco_evaluation` (every key of KEYS), without its curves."""
+    return coco_evaluation(gts, preds, class_names)[0]
+
+
+def coco_evaluation(
+    gts: list[ImageBoxes], preds: list[ImageBoxes], class_names: list[str]
+) -> tuple[dict[str, float], DetectCurves | None]:
+    """(metrics, curves). gts[i] and preds[i] are the same image. The metrics hold every key of KEYS, NaN when
+    there is no ground truth; the curves (eval/curves.py: PR and per-confidence P, R, F1 per class at IoU 0.5)
+    are None when there is no ground truth or no detection.
 
     AP50_small/medium/large: AP at IoU 0.5 over COCO's area ranges (pycocotools' areaRng, in original pixels),
     mean over the classes with ground truth of that size. recall50: the share of ground-truth boxes that a
@@ -57,10 +68,10 @@ def coco_map(gts: list[ImageBoxes], preds: list[ImageBoxes], class_names: list[s
     for k, a in enumerate(anns, 1):
         a["id"] = k
     if not any(a["iscrowd"] == 0 for a in anns):
-        return dict.fromkeys(KEYS, float("nan"))
+        return dict.fromkeys(KEYS, float("nan")), None
     dets = _as_coco(preds, with_scores=True)
     if not dets:
-        return {**dict.fromkeys(KEYS, 0.0), "f1_conf": float("nan")}
+        return {**dict.fromkeys(KEYS, 0.0), "f1_conf": float("nan")}, None
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         gt = COCO()
         gt.dataset = {"images": images, "annotations": anns, "categories": categories}
@@ -80,37 +91,22 @@ def coco_map(gts: list[ImageBoxes], preds: list[ImageBoxes], class_names: list[s
         valid = p[:, (p > -1).all(0)]
         out[f"AP50_{size}"] = float(valid.mean()) if valid.size else float("nan")
     out["recall50"] = float(recall[recall > -1].mean())
-    out["f1"], out["f1_conf"] = _best_f1(ev)
-    return out
+    curves = detect_curves(ev, class_names)
+    out["f1"], out["f1_conf"] = _best_f1(curves)
+    return out, curves
 
 
-def _best_f1(ev: COCOeval) -> tuple[float, float]:
+def _best_f1(curves: DetectCurves) -> tuple[float, float]:
     """(max F1 at IoU 0.5, the confidence giving it): F1 averaged over the classes with ground truth, on a grid of
     confidences c, keeping detections scored > c as predict does. Ties (a plateau between a hit's score and the
     next false positive's) resolve to the middle of the widest run of best values, away from both edges.
 
-    Read from pycocotools' per-image matches (evalImgs, all areas, maxDets 100), not its precision array: that one
-    is interpolated (the best precision at any higher recall), blind to false positives after the last hit.
-    Neither pycocotools nor torchvision picks a threshold; Ultralytics does the same on its own matching."""
-    grid = np.linspace(0, 1, 1001)
-    n_area, n_img = len(ev.params.areaRng), len(ev.params.imgIds)
-    curves = []
-    for k in range(len(ev.params.catIds)):
-        per_img = [e for e in ev.evalImgs[k * n_area * n_img : k * n_area * n_img + n_img] if e is not None]
-        n_gt = sum(int((~np.asarray(e["gtIgnore"], bool)).sum()) for e in per_img)
-        if n_gt == 0:
-            continue
-        scores = np.concatenate([np.asarray(e["dtScores"][:100]) for e in per_img] or [np.zeros(0)])
-        matched = np.concatenate([e["dtMatches"][0, :100] > 0 for e in per_img] or [np.zeros(0, bool)])
-        ignored = np.concatenate([e["dtIgnore"][0, :100].astype(bool) for e in per_img] or [np.zeros(0, bool)])
-        scores, matched = scores[~ignored], matched[~ignored]
-        kept = scores[None, :] > grid[:, None]  # (grid, detections)
-        tp = (kept & matched[None]).sum(1)
-        n_kept = kept.sum(1)
-        curves.append(np.where(n_kept > 0, 2 * tp / np.maximum(n_kept + n_gt, 1), 0.0))  # F1 = 2TP / (2TP+FP+FN)
-    if not curves:
+    Read from pycocotools' per-image matches (evalImgs, all areas, maxDets 100; eval/curves.py), not its precision
+    array: that one is interpolated (the best precision at any higher recall), blind to false positives after the
+    last hit. Neither pycocotools nor torchvision picks a threshold; Ultralytics does the same on its own matching."""
+    if not curves.has_truth.any():
         return float("nan"), float("nan")
-    f1 = np.mean(curves, 0)
+    f1, grid = curves.mean(curves.f1), curves.conf
     best = np.isclose(f1, f1.max(), rtol=0, atol=1e-9)
     # The widest run of best values, then its middle.
     edges = np.flatnonzero(np.diff(np.concatenate([[0], best.astype(int), [0]])))

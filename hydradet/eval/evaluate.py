@@ -8,27 +8,61 @@ error in the label's units.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from hydradet.config.schema import Config, HeadConfig
-from hydradet.data.dataset import SourceDataset, collate, unletterbox
-from hydradet.eval.coco_map import ImageBoxes, coco_map
+from hydradet.data.dataset import Batch, SourceDataset, collate, unletterbox
+from hydradet.eval.coco_map import ImageBoxes, coco_evaluation
+from hydradet.eval.curves import DetectCurves
 from hydradet.model.detector import HydraDetector
+
+
+@dataclass
+class ShownBatch:
+    """A val batch kept for pictures (val_batch<k>_labels.jpg / _pred.jpg), in letterboxed pixels, on the CPU."""
+
+    images: Tensor  # (B, 3, S, S) float in [0, 1]
+    sources: list[str]
+    targets: list[dict[str, dict[str, Tensor]]]  # per sample, the heads its source labels (as Batch.targets)
+    # Per sample, the same heads' predictions: detect {"boxes" (N, 4), "labels", "scores"} (all of eval.conf's),
+    # classify {"label", "score"}, regress {"value"}.
+    preds: list[dict[str, dict[str, Tensor]]]
+
+
+@dataclass
+class EvalDetails:
+    """What the pictures of an evaluation need beyond its metrics (eval/run_log.py); `evaluate` fills it when
+    given one. Per head: its val images' ground truth and predictions (detect: ImageBoxes in original pixels;
+    classify / regress: (truth, predicted class id or value) per image) and its curves (detect heads with ground
+    truth and detections); and the first batch of each val source, up to `keep_batches` of them."""
+
+    keep_batches: int = 3
+    gts: dict[str, list[ImageBoxes]] = field(default_factory=dict)
+    preds: dict[str, list[ImageBoxes]] = field(default_factory=dict)
+    pairs: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    curves: dict[str, DetectCurves] = field(default_factory=dict)
+    batches: list[ShownBatch] = field(default_factory=list)
 
 
 @torch.no_grad()
 def evaluate(
-    model: HydraDetector, cfg: Config, val_sets: list[SourceDataset], device: torch.device
+    model: HydraDetector,
+    cfg: Config,
+    val_sets: list[SourceDataset],
+    device: torch.device,
+    details: EvalDetails | None = None,
 ) -> dict[str, dict[str, float]]:
     """head -> its metrics (METRICS[task]) and "images", over the val splits of the sources that label it.
 
     Only the heads both the model and cfg have are evaluated (`hydradet val` may give a config with fewer heads
     than the model). A progress bar (images) on stderr, erased when done so that training logs stay one line per
-    epoch."""
+    epoch. `details`, if given, is filled with what the pictures of the evaluation need (EvalDetails)."""
     was_training = model.training
     model.eval()
     shared = [h for h in model.heads if h in cfg.heads]
@@ -44,7 +78,7 @@ def evaluate(
             loader = DataLoader(
                 ds, batch_size=cfg.eval.batch, collate_fn=collate, num_workers=min(cfg.train.workers, 2)
             )
-            for batch in loader:
+            for k, batch in enumerate(loader):
                 outputs = model(batch.images.to(device), dict.fromkeys(heads))
                 dets = {
                     h: model.heads[h].postprocess(outputs[h], cfg.eval.conf, cfg.eval.iou, cfg.eval.max_det)
@@ -52,6 +86,8 @@ def evaluate(
                     else model.heads[h].postprocess(outputs[h]).cpu()
                     for h in heads
                 }
+                if details is not None and k == 0 and len(details.batches) < details.keep_batches:
+                    details.batches.append(_shown(batch, heads, tasks, dets))
                 for i, (scale, size) in enumerate(zip(batch.scales, batch.orig_sizes, strict=True)):
                     # Ground truth straight from the records, in original pixels: only predictions travel back.
                     targets = ds.head_targets(batch.indices[i], size)
@@ -71,7 +107,10 @@ def evaluate(
     results = {}
     for head in shared:
         if gts[head]:
-            results[head] = {**coco_map(gts[head], preds[head], cfg.heads[head].classes), "images": len(gts[head])}
+            metrics, curves = coco_evaluation(gts[head], preds[head], cfg.heads[head].classes)
+            results[head] = {**metrics, "images": len(gts[head])}
+            if details is not None and curves is not None:
+                details.curves[head] = curves
         elif pairs[head]:
             truth, pred = np.array(pairs[head], np.float64).T
             if tasks[head] == "classify":
@@ -79,7 +118,27 @@ def evaluate(
             else:
                 results[head] = {"MAE": float(np.abs(truth - pred).mean())}
             results[head]["images"] = len(truth)
+    if details is not None:
+        details.gts, details.preds, details.pairs = gts, preds, pairs
     return results
+
+
+def _shown(batch: Batch, heads: list[str], tasks: dict[str, str], dets: dict) -> ShownBatch:
+    """A val batch and its predictions, copied to the CPU for pictures."""
+    preds: list[dict[str, dict[str, Tensor]]] = []
+    for i in range(len(batch.indices)):
+        per_head: dict[str, dict[str, Tensor]] = {}
+        for h in heads:
+            if tasks[h] == "detect":
+                d = dets[h][i]
+                per_head[h] = {"boxes": d.boxes.cpu(), "labels": d.labels.cpu(), "scores": d.scores.cpu()}
+            elif tasks[h] == "classify":
+                per_head[h] = {"label": dets[h][i].argmax(), "score": dets[h][i].max()}
+            else:
+                per_head[h] = {"value": dets[h][i]}
+        preds.append(per_head)
+    targets = [{h: {k: v.cpu() for k, v in tg[h].items()} for h in heads if h in tg} for tg in batch.targets]
+    return ShownBatch(batch.images.cpu(), list(batch.sources), targets, preds)
 
 
 # task -> the metrics `evaluate` reports for it, as results.csv names them (`<head>/<metric>`).
