@@ -31,10 +31,14 @@ def sample_seed(seed: int, batch_number: int, place: int) -> int:
 
 
 class SeededBatches(Sampler[list[tuple[int, int]]]):
-    """The batches of a `SourceBatchSampler`, each index paired with its sample's augmentation seed."""
+    """The batches of a `SourceBatchSampler`, each index paired with its sample's augmentation seed.
 
-    def __init__(self, batches: SourceBatchSampler, seed: int) -> None:
-        self.batches, self.seed = batches, seed
+    With several processes (rank, world), each yields its share of every global batch: every world-th sample from
+    its rank on, so each rank gets part of every source of a mixed batch, and in alternate mode the same source as
+    the others. Seeds number samples by their place in the global batch: the data does not depend on the world."""
+
+    def __init__(self, batches: SourceBatchSampler, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.batches, self.seed, self.rank, self.world = batches, seed, rank, world
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -42,7 +46,7 @@ class SeededBatches(Sampler[list[tuple[int, int]]]):
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for batch in self.batches:
             number = self.batches.drawn - 1  # drawn counts this batch already
-            yield [(i, sample_seed(self.seed, number, k)) for k, i in enumerate(batch)]
+            yield [(i, sample_seed(self.seed, number, k)) for k, i in enumerate(batch)][self.rank :: self.world]
 
 
 class SeededDataset(Dataset[Sample]):

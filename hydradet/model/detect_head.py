@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, generalized_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops import batched_nms, generalized_box_iou_loss, nms, sigmoid_focal_loss
 
 from hydradet.model.assign import atss_assign, encode, fcos_assign
 from hydradet.model.layers import conv_tower
@@ -101,9 +101,15 @@ class DetectHead(nn.Module):
         optionally "ignore": (K, 4) regions (COCO crowds, VOC difficult) that are neither positives nor
         negatives: background locations inside them get no classification loss.
         """
+        sums, num_fg = self.loss_sums(out, targets)
+        norm = self.normaliser(num_fg)
+        return {k: v / norm for k, v in sums.items()}
+
+    def loss_sums(self, out: DetectOutput, targets: list[dict[str, Tensor]]) -> tuple[dict[str, Tensor], float]:
+        """`loss` before normalisation: the loss terms summed over locations, and this batch's count of positives.
+        Distributed training (train/distributed.py) divides the sums by the count summed over all processes."""
         gt_idx = torch.stack([self.assign(out.points, out.strides, t["boxes"]) for t in targets])  # (B, L)
         fg = gt_idx >= 0  # gt_idx: index of the matched box, -1 for background
-        num_fg = self._normaliser(float(fg.sum()))
         counted = ~torch.stack([_inside_any(out.points, t.get("ignore")) for t in targets]) | fg
 
         box_target = torch.zeros_like(out.box_ltrb)
@@ -135,9 +141,9 @@ class DetectHead(nn.Module):
         loss_box = generalized_box_iou_loss(pred_boxes, gt_boxes, reduction="sum")
         ctr_target = _centerness(encode(pts, gt_boxes))
         loss_ctr = F.binary_cross_entropy_with_logits(out.centerness[fg], ctr_target, reduction="sum")
-        return {"cls": loss_cls / num_fg, "box": loss_box / num_fg, "ctr": loss_ctr / num_fg}
+        return {"cls": loss_cls, "box": loss_box, "ctr": loss_ctr}, float(fg.sum())
 
-    def _normaliser(self, num_fg: float) -> float:
+    def normaliser(self, num_fg: float) -> float:
         """What the loss sums are divided by: this batch's count of positives (FCOS), or with loss_norm="running" a
         running mean of this head's own counts (momentum 0.9), so that a batch with few of this head's objects does
         not weigh each of them many times more. Updated only when this head's loss is computed, i.e. on steps with
@@ -178,21 +184,31 @@ class DetectHead(nn.Module):
 
     @torch.no_grad()
     def postprocess(
-        self, out: DetectOutput, conf: float, iou: float, max_det: int, pre_nms: int = 1000
+        self, out: DetectOutput, conf: float, iou: float, max_det: int, pre_nms: int = 1000, agnostic: bool = False
     ) -> list[Detections]:
-        """Scores = sqrt(class probability x centerness), top-k, per-class NMS."""
+        """Scores = sqrt(class probability x centerness), top-k, per-class NMS.
+
+        agnostic: each location keeps only its best class, then one NMS over all classes (torchvision's `nms`
+        instead of `batched_nms`), so two classes of this head never both keep a box on one object. The same
+        steps as `export/nms.py` (eager and ONNX)."""
         results = []
         scores_all = torch.sqrt(out.cls_logits.sigmoid() * out.centerness.sigmoid()[..., None])
         for i in range(scores_all.shape[0]):
-            flat = scores_all[i].flatten()
+            if agnostic:
+                flat, best = scores_all[i].max(1)  # (L,): the best class of each location, and its score
+            else:
+                flat = scores_all[i].flatten()
             keep = flat > conf
             cand = keep.nonzero().squeeze(1)
             if cand.numel() > pre_nms:
                 cand = cand[flat[cand].topk(pre_nms).indices]
-            loc, label = cand // self.num_classes, cand % self.num_classes
+            if agnostic:
+                loc, label = cand, best[cand]
+            else:
+                loc, label = cand // self.num_classes, cand % self.num_classes
             boxes = _decode(out.points[loc], out.box_ltrb[i, loc])
             scores = flat[cand]
-            kept = batched_nms(boxes, scores, label, iou)[:max_det]
+            kept = (nms(boxes, scores, iou) if agnostic else batched_nms(boxes, scores, label, iou))[:max_det]
             results.append(Detections(boxes[kept], scores[kept], label[kept]))
         return results
 

@@ -22,14 +22,25 @@ from hydradet.config.schema import BalanceConfig
 class Balancer(nn.Module):
     """Parameters, if any, are named `<something>.<head>`; the optimizer trains them (`build_optimizer(extra=)`)."""
 
-    def combine(self, losses: Mapping[str, Tensor]) -> Tensor:
+    def combine(self, losses: Mapping[str, Tensor], replicas: Mapping[str, int] | None = None) -> Tensor:
+        """replicas (several processes): head -> how many ranks hold a part of its loss in this step; a term that
+        does not scale with the samples (uncertainty's s_i / 2) is divided by it, so that the gradients summed
+        over the ranks count it once."""
         raise NotImplementedError
 
-    def backward(self, losses: Mapping[str, Tensor], model: nn.Module) -> None:
-        self.combine(losses).backward()
+    def backward(
+        self, losses: Mapping[str, Tensor], model: nn.Module, replicas: Mapping[str, int] | None = None
+    ) -> None:
+        self.combine(losses, replicas).backward()
 
     def end_epoch(self, mean_losses: Mapping[str, float]) -> None:
         """Called after each epoch with the mean loss of every head that had steps in it."""
+
+    def weights_now(self) -> dict[str, float]:
+        """head -> the factor its loss is multiplied by in the combined loss now, for the methods whose weights
+        move during training (MOVING_WEIGHTS: results.csv `balance/<head>`, TensorBoard); {} for the others
+        (fixed: the config's constants; PCGrad: no per-head weight)."""
+        return {}
 
     def check_untouched(self, active: Iterable[str]) -> None:
         """Raise if the balancing parameter of a head without samples in this step got a gradient."""
@@ -52,7 +63,7 @@ class Fixed(Balancer):
         super().__init__()
         self.weights = {h: float(weights.get(h, 1.0)) for h in heads}
 
-    def combine(self, losses: Mapping[str, Tensor]) -> Tensor:
+    def combine(self, losses: Mapping[str, Tensor], replicas: Mapping[str, int] | None = None) -> Tensor:
         return _weighted_sum(losses, self.weights)
 
 
@@ -63,9 +74,14 @@ class Uncertainty(Balancer):
         super().__init__()
         self.log_var = nn.ParameterDict({h: nn.Parameter(torch.zeros(())) for h in heads})
 
-    def combine(self, losses: Mapping[str, Tensor]) -> Tensor:
-        s = self.log_var
-        return sum(loss * torch.exp(-s[h]) / 2 + s[h] / 2 for h, loss in losses.items())  # type: ignore[return-value]
+    def combine(self, losses: Mapping[str, Tensor], replicas: Mapping[str, int] | None = None) -> Tensor:
+        s, n = self.log_var, replicas or {}
+        reg = {h: s[h] / 2 if n.get(h, 1) == 1 else s[h] / (2 * n[h]) for h in losses}
+        return sum(loss * torch.exp(-s[h]) / 2 + reg[h] for h, loss in losses.items())  # type: ignore[return-value]
+
+    def weights_now(self) -> dict[str, float]:
+        """exp(-s_i) / 2: what L_i is multiplied by (0.5 at the start, s_i = 0; it grows as s_i falls)."""
+        return {h: math.exp(-float(s.detach())) / 2 for h, s in self.log_var.items()}
 
 
 class DWA(Balancer):
@@ -79,8 +95,11 @@ class DWA(Balancer):
         self.history: dict[str, list[float]] = {h: [] for h in heads}
         self.weights = dict.fromkeys(self.history, 1.0)
 
-    def combine(self, losses: Mapping[str, Tensor]) -> Tensor:
+    def combine(self, losses: Mapping[str, Tensor], replicas: Mapping[str, int] | None = None) -> Tensor:
         return _weighted_sum(losses, self.weights)
+
+    def weights_now(self) -> dict[str, float]:
+        return dict(self.weights)
 
     def end_epoch(self, mean_losses: Mapping[str, float]) -> None:
         for h, v in mean_losses.items():
@@ -112,10 +131,12 @@ class PCGrad(Balancer):
     other heads taken in config order (the paper shuffles them). The shared gradient is the sum of the projected
     g_i; each head's own parameters get exactly their own loss's gradient. Needs every head in each step."""
 
-    def combine(self, losses: Mapping[str, Tensor]) -> Tensor:
+    def combine(self, losses: Mapping[str, Tensor], replicas: Mapping[str, int] | None = None) -> Tensor:
         return sum(losses.values())  # type: ignore[return-value]
 
-    def backward(self, losses: Mapping[str, Tensor], model: nn.Module) -> None:
+    def backward(
+        self, losses: Mapping[str, Tensor], model: nn.Module, replicas: Mapping[str, int] | None = None
+    ) -> None:
         shared = [p for m in (model.backbone, model.neck) for p in m.parameters() if p.requires_grad]
         heads = list(losses)
         per_head: list[tuple[Tensor | None, ...]] = []
@@ -153,6 +174,10 @@ def project_conflicts(grads: list[Tensor]) -> list[Tensor]:
                 g = g - dot / torch.dot(other, other) * other
         out.append(g)
     return out
+
+
+# The methods whose per-head weights move during training: logged per epoch (Balancer.weights_now).
+MOVING_WEIGHTS = ("uncertainty", "dwa")
 
 
 def build_balancer(cfg: BalanceConfig, heads: Iterable[str]) -> Balancer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -11,6 +12,7 @@ from hydradet.data.dataset import Batch
 from hydradet.model.detector import HydraDetector
 from hydradet.train.balance import Balancer
 from hydradet.train.distill import Distiller
+from hydradet.train.distributed import Dist
 from hydradet.train.rule import check_untouched, clear_grads, clip_grads, rows_per_head
 
 
@@ -20,6 +22,7 @@ def head_losses(
     source_heads: Mapping[str, Iterable[str]],
     distiller: Distiller | None = None,
     trunk: str = "sum",
+    dist: Dist | None = None,
 ) -> dict[str, dict[str, Tensor]]:
     """head -> its loss terms, computed over the samples whose source labels it and normalised by its own
     count of positives. Heads with no such sample are absent (they did not run).
@@ -27,25 +30,71 @@ def head_losses(
     With a distiller (`train.distill_old_heads`), an old head also runs on the samples whose source does not
     label it, and gets `distill_*` terms for matching the teacher there (train/distill.py).
 
-    trunk="positives": each detect head's gradient into the shared backbone and neck is weighted by `trunk_scales`."""
+    trunk="positives": each detect head's gradient into the shared backbone and neck is weighted by `trunk_scales`.
+
+    dist (several processes, train/distributed.py): `batch` is this rank's share of the global batch; each term is
+    this rank's part of the global loss (a local sum over the global normaliser), so summing the gradients over the
+    ranks gives one process's gradient over the global batch. Every rank must call it (it all-reduces counts)."""
+    dist = dist or Dist()
     device = batch.images.device
     rows = rows_per_head(batch.sources, source_heads)
     taught = distiller.rows(batch.sources, source_heads) if distiller is not None else {}
     # A head that is both labelled and taught in this batch runs once on every row; its outputs are split after.
     run = {h: None if h in taught else r.to(device) for h, r in rows.items()}
     run.update({h: r.to(device) for h, r in taught.items() if h not in rows})
-    outputs = model(batch.images, run, trunk_scales(model, rows) if trunk == "positives" else None)
+    active = dist.active_heads({h: len(r) for h, r in rows.items()}, model.heads) if dist.enabled else rows
+    outputs = model(batch.images, run, trunk_scales(model, active) if trunk == "positives" else None)
     losses: dict[str, dict[str, Tensor]] = {}
     for head, idx in rows.items():
         out = outputs[head].take(idx.to(device)) if head in taught else outputs[head]
-        losses[head] = model.heads[head].loss(out, [batch.targets[i][head] for i in idx.tolist()])
+        targets = [batch.targets[i][head] for i in idx.tolist()]
+        if dist.enabled and hasattr(model.heads[head], "loss_sums"):
+            continue  # detect heads: below, once the ranks have summed their positives
+        losses[head] = model.heads[head].loss(out, targets)
+        if dist.enabled:  # an image-level head's mean over its local rows -> its part of the global mean
+            share = len(idx) / active[head][0]  # type: ignore[index]
+            losses[head] = {k: v * share for k, v in losses[head].items()}
+    if dist.enabled:
+        losses |= _global_detect_losses(model, batch, rows, taught, outputs, active, dist)
     if taught:
         assert distiller is not None
         soft = distiller.targets(batch.images, taught)
         for head, idx in taught.items():
             out = outputs[head].take(idx.to(device)) if head in rows else outputs[head]
             terms = model.heads[head].distill_loss(out, soft[head])
-            losses.setdefault(head, {}).update({k: v * distiller.weight for k, v in terms.items()})
+            # several ranks: each rank's normalised distillation term counts 1/world (DDP's averaging)
+            weight = distiller.weight / dist.world
+            losses.setdefault(head, {}).update({k: v * weight for k, v in terms.items()})
+    return losses
+
+
+def _global_detect_losses(
+    model: HydraDetector,
+    batch: Batch,
+    rows: Mapping[str, Tensor],
+    taught: Mapping[str, Tensor],
+    outputs: Mapping[str, Any],
+    active: Mapping[str, Any],
+    dist: Dist,
+) -> dict[str, dict[str, Tensor]]:
+    """Each globally active detect head's local loss sums over its positives summed over the ranks. Every rank
+    updates the head's running count with the same global number, also a rank without the head's samples."""
+    device = batch.images.device
+    heads = [h for h in active if hasattr(model.heads[h], "loss_sums")]
+    sums, counts = {}, []
+    for head in heads:
+        if head in rows:
+            idx = rows[head]
+            out = outputs[head].take(idx.to(device)) if head in taught else outputs[head]
+            sums[head], n = model.heads[head].loss_sums(out, [batch.targets[i][head] for i in idx.tolist()])
+        else:
+            n = 0.0
+        counts.append(n)
+    losses = {}
+    for head, total in zip(heads, dist.sum(counts), strict=True):
+        norm = model.heads[head].normaliser(total)
+        if head in sums:
+            losses[head] = {k: v / norm for k, v in sums[head].items()}
     return losses
 
 
@@ -81,35 +130,55 @@ def train_step(
     balancer: Balancer | None = None,
     distiller: Distiller | None = None,
     trunk: str = "sum",
+    dist: Dist | None = None,
 ) -> dict[str, float]:
     """Returns each active head's total loss (unweighted). Heads without samples keep grad None and are not
     stepped; so do their balancing parameters. balancer None: the plain sum of the heads' losses.
 
     Raises NonFiniteStep, with nothing changed but the gradients (cleared), when a loss or gradient is NaN or inf:
-    one bad batch must not write NaN into the weights, the optimizer moments and, through them, every later step."""
-    losses = head_losses(model, batch, source_heads, distiller, trunk)
+    one bad batch must not write NaN into the weights, the optimizer moments and, through them, every later step.
+
+    dist: several processes (train/distributed.py). The heads with samples on any rank are the step's heads on
+    every rank; their gradients (and the trunk's) are summed over the ranks before the guard, clipping and the
+    optimizer step, so all ranks take the same step; the returned losses are the global ones."""
+    dist = dist or Dist()
+    losses = head_losses(model, batch, source_heads, distiller, trunk, dist)
     totals = {head: sum(terms.values()) for head, terms in losses.items()}
+    # The step's heads: those with a loss on any rank (one process: those with a loss here).
+    # head -> (.., ranks holding a part of its loss); one process: the heads with a loss here, on 1 rank
+    ranks = dist.active_heads(dict.fromkeys(losses, 1), model.heads) if dist.enabled else dict.fromkeys(losses, (1, 1))
+    active = list(ranks)
     clear_grads(model)
     if balancer is not None:
         clear_grads(balancer)
-    bad = [h for h, t in totals.items() if not torch.isfinite(t).all()]  # type: ignore[union-attr]
+    finite = {h: float(bool(torch.isfinite(totals[h]).all())) if h in totals else 1.0 for h in active}
+    bad = [h for h, ok in zip(active, dist.sum(list(finite.values())), strict=True) if ok < dist.world]
     if bad:
         raise NonFiniteStep(bad, "loss")
-    if balancer is None:
-        sum(totals.values()).backward()  # type: ignore[union-attr]
-    else:
-        balancer.backward(totals, model)  # type: ignore[arg-type]
-        balancer.check_untouched(losses)
-    check_untouched(model.heads, losses)
-    bad = _nonfinite_gradients(model, list(losses), balancer)
+    if totals:  # a rank may hold no sample of any head in a mixed batch; it still takes part in the sums
+        if balancer is None:
+            sum(totals.values()).backward()  # type: ignore[union-attr]
+        else:
+            replicas = {h: r for h, (_, r) in ranks.items()}
+            balancer.backward(totals, model, replicas)  # type: ignore[arg-type]
+            balancer.check_untouched(losses)
+    check_untouched(model.heads, active)
+    if dist.enabled:
+        extra = [p for n, p in balancer.named_parameters() if n.rsplit(".", 1)[-1] in active] if balancer else []
+        trunk_params = [p for m in (model.backbone, model.neck) for p in m.parameters()]
+        dist.reduce_gradients(trunk_params + [p for h in active for p in model.heads[h].parameters()] + extra)
+    bad = _nonfinite_gradients(model, active, balancer)
     if bad:
         clear_grads(model)
         if balancer is not None:
             clear_grads(balancer)
         raise NonFiniteStep(bad, "gradient")
     if grad_clip > 0:
-        clip_grads([model.backbone, model.neck], model.heads, losses, grad_clip)
+        clip_grads([model.backbone, model.neck], model.heads, active, grad_clip)
     optimizer.step()
+    if dist.enabled:
+        values = [float(totals[h].detach()) if h in totals else 0.0 for h in active]  # type: ignore[union-attr]
+        return dict(zip(active, dist.sum(values), strict=True))
     return {head: float(total.detach()) for head, total in totals.items()}  # type: ignore[union-attr]
 
 
