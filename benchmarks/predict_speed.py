@@ -1,10 +1,11 @@
-"""Predict latency per image: PyTorch vs onnxruntime, batch 1 vs 8, one head vs all heads, side by side.
+"""Predict latency per image: PyTorch vs onnxruntime vs OpenVINO, batch 1 vs 8, one head vs all heads, side by side.
 
 The demo's model (shufflenet_v2_x0_5_megvii, imgsz 256, heads person + animal; random init unless --weights)
 on letterboxed real images (../shared/data/coco-train, else random pixels). Timed: the backend's forward and
 NMS for a ready batch (what `predict` spends besides decoding files), median of interleaved rounds so that
 load on a shared machine hits every variant alike. Also the whole `model.predict` on in-memory images.
-Both backends use torch's thread count (OMP_NUM_THREADS, else the cores).
+All backends use torch's thread count (OMP_NUM_THREADS, else the cores). OpenVINO (when installed: the
+`openvino` extra): the same ONNX file converted by `hydradet export --format openvino`, f32 on the CPU.
 When `ultralytics` is installed (an optional benchmark extra, never a dependency), YOLO11n built from its yaml
 (random init, nothing downloaded) is timed in the same rounds on the same batches: forward + its NMS.
 
@@ -14,6 +15,7 @@ When `ultralytics` is installed (an optional benchmark extra, never a dependency
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import tempfile
 from collections.abc import Callable
@@ -26,6 +28,7 @@ from _common import COCO_IMAGES, n_params, sample_images, time_interleaved, yolo
 from hydradet.config import load_config
 from hydradet.data.dataset import letterbox
 from hydradet.export import export_onnx
+from hydradet.export.openvino import export_openvino
 from hydradet.infer.model import Model
 from hydradet.infer.onnx_backend import OnnxBackend
 from hydradet.infer.predict import TorchBackend
@@ -61,6 +64,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_onnx(net, Path(tmp) / "demo.onnx", dynamic_batch=True)
         backends = {"PyTorch": TorchBackend(net), "onnxruntime": OnnxBackend(onnx_path)}
+        if importlib.util.find_spec("openvino") is not None:
+            from hydradet.infer.openvino_backend import OpenVinoBackend
+
+            xml = export_openvino(net, Path(tmp) / "demo_openvino_model", dynamic_batch=True)
+            backends["OpenVINO"] = OpenVinoBackend(xml)
         models = {name: Model(b) for name, b in backends.items()}
         batches = {
             n: torch.stack([letterbox(torch.from_numpy(a).permute(2, 0, 1), 256)[0] for a in pictures[:n]]) / 255
@@ -81,14 +89,20 @@ def main() -> None:
 
     load = "/".join(f"{v:.1f}" for v in os.getloadavg())
     threads = f"{torch.get_num_threads()} threads of {os.cpu_count()} cores"
-    print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, {threads}, load {load} (1/5/15 min)")
+    openvino = importlib.import_module("openvino").__version__ if "OpenVINO" in backends else "not installed"
+    print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, OpenVINO {openvino}, {threads}, load {load}")
     print(f"weights: {args.weights or 'random init'}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
     print(f"images: {'8 COCO train images' if COCO_IMAGES.is_dir() else 'random pixels'}, letterboxed to 256\n")
-    print("| batch | heads | PyTorch ms/img | onnxruntime ms/img | PyTorch / onnxruntime |")
-    print("|---|---|---|---|---|")
+    names = list(backends)
+    ratios = ["PyTorch / onnxruntime"] + (["onnxruntime / OpenVINO"] if "OpenVINO" in backends else [])
+    print("| batch | heads | " + " | ".join(f"{b} ms/img" for b in names) + " | " + " | ".join(ratios) + " |")
+    print("|---" * (2 + len(names) + len(ratios)) + "|")
     for n, label in [(1, "all"), (1, "person"), (8, "all"), (8, "person"), (8, "all, end to end")]:
-        pt, ox = ms[("PyTorch", n, label)] / n, ms[("onnxruntime", n, label)] / n
-        print(f"| {n} | {label} | {pt:.2f} | {ox:.2f} | {pt / ox:.2f}x |")
+        t = {b: ms[(b, n, label)] / n for b in names}
+        cells = [f"{t[b]:.2f}" for b in names] + [f"{t['PyTorch'] / t['onnxruntime']:.2f}x"]
+        if "OpenVINO" in t:
+            cells.append(f"{t['onnxruntime'] / t['OpenVINO']:.2f}x")
+        print(f"| {n} | {label} | " + " | ".join(cells) + " |")
     if yolo is not None:
         params = sum(p.numel() for p in net.parameters()) / 1e6
         print(f"\nYOLO11n (80 classes, one head; ultralytics, PyTorch) vs hydradet ({params:.2f} M params, 2 heads):")
