@@ -30,6 +30,10 @@ class WeightsError(UserError):
     """A weights file that cannot be used (missing, pickled, corrupt, or not matching the model)."""
 
 
+class MissingDependency(UserError, ImportError):
+    """An optional package that this feature needs: the message says which and how to install it (exit 2)."""
+
+
 def read_text(path: Path, error: type[UserError]) -> str:
     """A text file's content, decoded as UTF-8 with or without a byte-order mark (Excel and Notepad write one).
 

@@ -56,7 +56,7 @@ def test_outputs_are_one_group_per_head_with_documented_shapes_padding_and_metad
     assert json.loads(meta["classes"])["animal"] == ["dog", "bird", "giraffe"]
     assert meta["imgsz"] == "128" and meta["batch"] == "dynamic" and meta["outputs"] == "nms"
     assert "pad right and bottom" in meta["letterbox"] and "114" in meta["letterbox"]
-    assert json.loads(meta["nms"])["person"] == {"conf": 0.5, "iou": 0.5, "max_det": 50}
+    assert json.loads(meta["nms"])["person"] == {"conf": 0.5, "iou": 0.5, "max_det": 50, "agnostic": False}
 
     x = torch.stack([letterbox(torch.from_numpy(a).permute(2, 0, 1), 128)[0] for a in synthetic_images(3)])
     sess = ort.InferenceSession(str(dynamic_onnx), providers=["CPUExecutionProvider"])

@@ -247,6 +247,7 @@ class PredictConfig(Strict):
     conf: float = Field(ge=0, le=1)
     iou: float = Field(gt=0, le=1)
     max_det: int = Field(ge=1)
+    agnostic: bool
 
 
 class Config(Strict):

@@ -5,14 +5,16 @@
   natively, so no coordinate-offset trick and none of its float precision loss), then fixed-size outputs.
 
 Both keep the postprocess's order of steps: score = sqrt(class probability x centerness), score > conf, the
-`pre_nms` best (location, class) pairs of each image, per-class NMS, the `max_det` best.
+`pre_nms` best (location, class) pairs of each image, per-class NMS, the `max_det` best. With `agnostic`, each
+location first keeps only its best class (so the pairs are locations), and the NMS is one over all classes: in
+ONNX, a `NonMaxSuppression` over a single score column, the class id then read from the location's best class.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, nms
 
 from hydradet.model.detect_head import Detections, DetectOutput
 
@@ -27,30 +29,54 @@ def decode(out: DetectOutput) -> tuple[Tensor, Tensor]:
 
 
 def select(
-    boxes: Tensor, scores: Tensor, conf: float, iou: float, max_det: int, pre_nms: int = PRE_NMS
+    boxes: Tensor,
+    scores: Tensor,
+    conf: float,
+    iou: float,
+    max_det: int,
+    pre_nms: int = PRE_NMS,
+    agnostic: bool = False,
 ) -> list[Detections]:
-    """Eager NMS of decoded outputs, one `Detections` per image, as `DetectHead.postprocess` computes it."""
+    """Eager NMS of decoded outputs, one `Detections` per image, as `DetectHead.postprocess` computes it.
+
+    boxes: (B, L, 4) xyxy input pixels; scores: (B, L, C). agnostic: one NMS over all classes, each location
+    with its best class."""
     num_classes = scores.shape[-1]
     results = []
     for i in range(scores.shape[0]):
-        flat = scores[i].flatten()
+        flat, best = scores[i].max(1) if agnostic else (scores[i].flatten(), None)
         cand = (flat > conf).nonzero().squeeze(1)
         if cand.numel() > pre_nms:
             cand = cand[flat[cand].topk(pre_nms).indices]
-        loc, label = cand // num_classes, cand % num_classes
-        kept = batched_nms(boxes[i, loc], flat[cand], label, iou)[:max_det]
+        if best is not None:
+            loc, label = cand, best[cand]
+            kept = nms(boxes[i, loc], flat[cand], iou)[:max_det]
+        else:
+            loc, label = cand // num_classes, cand % num_classes
+            kept = batched_nms(boxes[i, loc], flat[cand], label, iou)[:max_det]
         results.append(Detections(boxes[i, loc][kept], flat[cand][kept], label[kept]))
     return results
 
 
 def nms_padded(
-    boxes: Tensor, scores: Tensor, conf: float, iou: float, max_det: int, pre_nms: int = PRE_NMS
+    boxes: Tensor,
+    scores: Tensor,
+    conf: float,
+    iou: float,
+    max_det: int,
+    pre_nms: int = PRE_NMS,
+    agnostic: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Traceable NMS -> boxes (B, max_det, 4), scores (B, max_det), class_ids (B, max_det) int64.
 
-    Each image's detections come first, best score first; the rest of its rows are padding: boxes 0, score 0,
-    class id -1.
+    boxes: (B, L, 4) xyxy input pixels; scores: (B, L, C). Each image's detections come first, best score first;
+    the rest of its rows are padding: boxes 0, score 0, class id -1. agnostic: the NMS node sees one score
+    column (each location's best class score), so one box per object whatever its class.
     """
+    best = None
+    if agnostic:
+        top, best = scores.max(2, keepdim=True)  # (B, L, 1) and the class it came from
+        scores = top
     batch, num_loc, num_classes = scores.shape
     flat = scores.flatten(1)
     # Only each image's pre_nms best (location, class) pairs may survive, as in postprocess (ties at the k-th
@@ -61,6 +87,8 @@ def nms_padded(
     sel = _NonMaxSuppression.apply(boxes, per_class, max_det, iou, conf)  # (K, 3): image, class, location
     b, c, loc = sel[:, 0], sel[:, 1], sel[:, 2]
     score = per_class[b, c, loc]
+    if best is not None:
+        c = best[b, loc, 0]  # the single column's class: the location's best
     order = torch.argsort(score, descending=True)
     b, c, loc, score = b[order], c[order], loc[order], score[order]
     # Rank of each kept detection within its image: a running count per image over the score order.

@@ -8,7 +8,8 @@ pixels; divide by scale for original pixels (the padding never shifts them). bat
 Outputs per head, after NMS (the default):
   `<head>_boxes` (batch, max_det, 4) float32 xyxy; `<head>_scores` (batch, max_det) float32, best first;
   `<head>_class_ids` (batch, max_det) int64, an index into the head's classes. Rows past an image's detections
-  are padding: boxes 0, score 0, class id -1. conf, NMS IoU and max_det are baked in per head (metadata `nms`).
+  are padding: boxes 0, score 0, class id -1. conf, NMS IoU, max_det and agnostic (one NMS over all of a head's
+  classes) are baked in per head (metadata `nms`).
 Image-level heads, the same with or without `raw`: a classify head gives `<head>_probs` (batch, C) float32 class
 probabilities (softmax); a regress head `<head>_value` (batch,) float32, in the label's units.
 Raw outputs per head (`raw=True`), for your own NMS:
@@ -33,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hydradet.errors import UserError
+from hydradet.errors import MissingDependency
 from hydradet.export.nms import decode, nms_padded
 from hydradet.infer.settings import HeadSettings, SettingError, default_settings, resolve, select_heads
 from hydradet.model.detector import HydraDetector
@@ -46,10 +47,6 @@ LETTERBOX = (
 )
 INPUT = "images: float32 (batch, 3, imgsz, imgsz), RGB in [0, 1]"
 PADDING = "rows past an image's detections: boxes 0, scores 0, class_ids -1; detections sorted by score"
-
-
-class MissingDependency(UserError, ImportError):
-    """An optional package that this feature needs: the CLI says which and how to install it (exit 2)."""
 
 
 def require(name: str) -> Any:
@@ -80,7 +77,7 @@ class ExportModule(nn.Module):
                 result += [boxes, scores]
             else:
                 s = self.nms[h]
-                result += nms_padded(boxes, scores, s.conf, s.iou, s.max_det)
+                result += nms_padded(boxes, scores, s.conf, s.iou, s.max_det, agnostic=s.agnostic)
         return tuple(result)
 
 
@@ -105,9 +102,10 @@ def export_onnx(
     iou: float | dict[str, float] | None = None,
     max_det: int | None = None,
     opset: int = DEFAULT_OPSET,
+    agnostic: bool | dict[str, bool] | None = None,
 ) -> Path:
-    """Write `out` (.onnx) and return it. conf/iou/max_det (NMS only) default as for predicting with the weights:
-    each head's calibrated conf when the weights carry one, else `predict:` in default.yaml."""
+    """Write `out` (.onnx) and return it. conf/iou/max_det/agnostic (NMS only) default as for predicting with the
+    weights: each head's calibrated conf when the weights carry one, else `predict:` in default.yaml."""
     onnx = require("onnx")
 
     names = select_heads(heads, list(model.heads))
@@ -118,7 +116,7 @@ def export_onnx(
         raise SettingError(f"opset: {opset}; hydradet exports opset {DEFAULT_OPSET} or newer")
     base = default_settings(model.heads, model.calibrated_conf)
     tasks = {h: model.head_cfgs[h].task for h in names}
-    nms = None if raw else resolve([h for h in names if tasks[h] == "detect"], base, conf, iou, max_det)
+    nms = None if raw else resolve([h for h in names if tasks[h] == "detect"], base, conf, iou, max_det, agnostic)
 
     # A copy: tracing runs on the CPU, and the caller's model may be serving predictions on a GPU.
     module = ExportModule(copy.deepcopy(model).eval().cpu(), names, nms).eval()
@@ -189,6 +187,8 @@ def metadata(
         "backbone": model.model_cfg.backbone,
     }
     if nms is not None:
-        meta["nms"] = {h: {"conf": s.conf, "iou": s.iou, "max_det": s.max_det} for h, s in nms.items()}
+        meta["nms"] = {
+            h: {"conf": s.conf, "iou": s.iou, "max_det": s.max_det, "agnostic": s.agnostic} for h, s in nms.items()
+        }
         meta["padding"] = PADDING
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}

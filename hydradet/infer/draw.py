@@ -1,60 +1,56 @@
-"""Pictures of predictions: one colour per head, the class name and score on each box; image-level heads'
-verdicts (`gender: female 0.93`, `age: 34.2`) as lines of text in the top-left corner."""
+"""Pictures of predictions: one colour per head, a label on each box (class, score, track id); image-level heads'
+verdicts (`gender: female 0.93`, `age: 34.2`) as lines of text in the top-left corner.
+
+It takes plain arrays and strings, not a `Result`: `Result.plot` builds the labels and calls `draw`, so neither
+module needs the other (and anything else, e.g. a batch picture, can draw the same way)."""
 
 from __future__ import annotations
 
-from functools import cache
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
 
-from PIL import Image, ImageDraw, ImageFont
+import numpy as np
+from PIL import Image, ImageDraw
 
-if TYPE_CHECKING:
-    from hydradet.infer.results import Result
+from hydradet.palette import HEAD_COLOURS, head_colour, label_font
 
-# Distinct, colour-blind-friendly colours (Okabe-Ito), one per head in model order.
-HEAD_COLOURS = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
+__all__ = ["HEAD_COLOURS", "HeadBoxes", "draw", "head_colour"]
 
-
-def head_colour(head: str, head_order: list[str]) -> str:
-    i = head_order.index(head) if head in head_order else len(head_order)
-    return HEAD_COLOURS[i % len(HEAD_COLOURS)]
+# Per head: (boxes (N, 4) float xyxy in the image's pixels, one label per box), or an image-level verdict's text.
+HeadBoxes = tuple[np.ndarray, Sequence[str]]
 
 
-def draw(result: Result, head_order: list[str] | None = None, labels: bool = True) -> Image.Image:
-    """A copy of the image with each head's boxes; colours follow the model's head order so that a head keeps
-    its colour whichever heads ran."""
-    order = head_order or list(result.classes) or list(result.heads)
-    canvas = Image.fromarray(result.orig_img).convert("RGB")
+def draw(
+    image: np.ndarray,
+    heads: Mapping[str, HeadBoxes | str],
+    head_order: Sequence[str],
+    labels: bool = True,
+) -> Image.Image:
+    """A copy of `image` ((H, W, 3) uint8 RGB) with each head's boxes, or its verdict's line of text, drawn in
+    `heads`' order. Colours follow `head_order` (the model's heads) so that a head keeps its colour whichever
+    heads ran. labels: False draws the boxes only (verdict lines are always written)."""
+    order = list(head_order) or list(heads)
+    canvas = Image.fromarray(image).convert("RGB")
     pen = ImageDraw.Draw(canvas)
     longer = max(canvas.size)
     width = max(2, round(longer / 300))
-    font = _font(max(10, round(longer / 60)))
+    font = label_font(max(10, round(longer / 60)))
     y = 0
-    for head, r in result.heads.items():
-        if not hasattr(r, "boxes"):  # an image-level verdict: a line of text, whatever `labels` says
-            label = f"{head}: {r.text()}"  # type: ignore[union-attr]
-            _, top, right, bottom = pen.textbbox((0, 0), label, font=font)
-            pen.rectangle((0, y + top, right, y + bottom), fill=head_colour(head, order))
-            pen.text((0, y), label, fill="black", font=font)
+    for head, item in heads.items():
+        colour = head_colour(head, order)
+        if isinstance(item, str):  # an image-level verdict: a line of text, whatever `labels` says
+            _, top, right, bottom = pen.textbbox((0, 0), item, font=font)
+            pen.rectangle((0, y + top, right, y + bottom), fill=colour)
+            pen.text((0, y), item, fill="black", font=font)
             y += bottom
             continue
-        colour = head_colour(head, order)
-        for box, score, name in zip(r.boxes.tolist(), r.scores.tolist(), r.names, strict=True):
+        boxes, texts = item
+        for box, text in zip(np.asarray(boxes).tolist(), texts, strict=True):
             pen.rectangle(box, outline=colour, width=width)
             if not labels:
                 continue
-            label = f"{head}:{name} {score:.2f}"
-            _, top, right, bottom = pen.textbbox((0, 0), label, font=font)
+            _, top, right, bottom = pen.textbbox((0, 0), text, font=font)
             # Above the box, or inside it where the box touches the top edge.
-            y = box[1] - bottom if box[1] >= bottom else box[1]
-            pen.rectangle((box[0], y + top, box[0] + right, y + bottom), fill=colour)
-            pen.text((box[0], y), label, fill="black", font=font)
+            ty = box[1] - bottom if box[1] >= bottom else box[1]
+            pen.rectangle((box[0], ty + top, box[0] + right, ty + bottom), fill=colour)
+            pen.text((box[0], ty), text, fill="black", font=font)
     return canvas
-
-
-@cache
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=size)  # scalable when Pillow has FreeType (its wheels do)
-    except (TypeError, OSError):
-        return ImageFont.load_default()

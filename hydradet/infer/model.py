@@ -8,7 +8,7 @@ from typing import Any, Literal, overload
 
 from hydradet.infer.predict import Backend, TorchBackend, run
 from hydradet.infer.results import Result
-from hydradet.infer.settings import HeadSettings, PerHead, SettingError, resolve, select_heads
+from hydradet.infer.settings import HeadSettings, PerHead, PerHeadFlag, SettingError, resolve, select_heads
 from hydradet.infer.sources import Source, expand, frames
 
 
@@ -42,6 +42,7 @@ class Model:
         batch: int = ...,
         max_det: int | None = ...,
         stream: Literal[False] = ...,
+        agnostic: PerHeadFlag | None = ...,
     ) -> list[Result]: ...
 
     @overload
@@ -56,6 +57,7 @@ class Model:
         max_det: int | None = ...,
         *,
         stream: Literal[True],
+        agnostic: PerHeadFlag | None = ...,
     ) -> Iterator[Result]: ...
 
     def predict(
@@ -68,6 +70,7 @@ class Model:
         batch: int = 8,
         max_det: int | None = None,
         stream: bool = False,
+        agnostic: PerHeadFlag | None = None,
     ) -> list[Result] | Iterator[Result]:
         """One Result per image (per frame for a video), in order.
 
@@ -76,10 +79,36 @@ class Model:
         conf, iou: a float for every head or {head: float}; defaults from `predict:` in default.yaml (an NMS
         export: the values baked into it). imgsz: default the model's. batch: images per forward pass.
         stream: a generator instead of a list, so that a long video or a large folder never sits in memory.
+        agnostic: a bool for every head or {head: bool}: one NMS over all of a head's classes, so two classes of
+        one head never both keep a box on one object (default `predict.agnostic`, false).
         """
-        settings, size = self.settings(heads, conf, iou, imgsz, batch, max_det)
+        settings, size = self.settings(heads, conf, iou, imgsz, batch, max_det, agnostic)
         items = expand(source)  # before the generator starts, so a missing file raises here, not on first next()
         results = run(self.backend, frames(items), settings, size, batch)
+        return results if stream else list(results)
+
+    def track(
+        self,
+        source: Source,
+        heads: list[str] | str | None = None,
+        conf: PerHead | None = None,
+        iou: PerHead | None = None,
+        imgsz: int | None = None,
+        batch: int = 8,
+        max_det: int | None = None,
+        stream: bool = False,
+        agnostic: PerHeadFlag | None = None,
+    ) -> list[Result] | Iterator[Result]:
+        """Like `predict`, with each detect head's boxes tracked across frames (ByteTrack, one tracker per head;
+        `hydradet.infer.track`): every box has a track id (`HeadResult.track_ids`), and only boxes of a track are
+        kept. source: video files (each tracked from scratch) or a list of frames (images or arrays: one
+        sequence). conf: each head's threshold to start a track; boxes down to 0.1 keep existing tracks alive.
+        Needs `pip install 'hydradet[track]'`."""
+        from hydradet.infer.track import require_bytetrack, track
+
+        require_bytetrack()  # here, not on the generator's first next(): a missing package is said at once
+        settings, size = self.settings(heads, conf, iou, imgsz, batch, max_det, agnostic)
+        results = track(self.backend, expand(source), settings, size, batch)
         return results if stream else list(results)
 
     def settings(
@@ -90,11 +119,12 @@ class Model:
         imgsz: int | None = None,
         batch: int = 8,
         max_det: int | None = None,
+        agnostic: PerHeadFlag | None = None,
     ) -> tuple[dict[str, HeadSettings], int]:
         """The per-head settings and image size `predict` would use; raises SettingError for any bad value."""
         if batch < 1:
             raise SettingError(f"batch: {batch} must be >= 1")
-        settings = resolve(select_heads(heads, self.heads), self.backend.defaults(), conf, iou, max_det)
+        settings = resolve(select_heads(heads, self.heads), self.backend.defaults(), conf, iou, max_det, agnostic)
         self.backend.check_settings(settings)
         return settings, self.backend.check_imgsz(imgsz)
 

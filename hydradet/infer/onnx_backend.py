@@ -61,11 +61,13 @@ class OnnxBackend:
             b = self.baked.get(h)
             if b is None:
                 continue
-            if s.conf < b.conf or s.iou != b.iou or s.max_det > b.max_det:
+            # Files from before `agnostic` was baked in did per-class NMS: HeadSettings' default, False.
+            if s.conf < b.conf or s.iou != b.iou or s.max_det > b.max_det or s.agnostic != b.agnostic:
                 raise SettingError(
-                    f"head {h}: {self.path} has NMS baked in with conf {b.conf}, iou {b.iou}, max_det {b.max_det}; "
-                    f"asked for conf {s.conf}, iou {s.iou}, max_det {s.max_det}. A higher conf and a lower max_det "
-                    "work; otherwise re-export with those values (or with --raw)"
+                    f"head {h}: {self.path} has NMS baked in with conf {b.conf}, iou {b.iou}, max_det {b.max_det}, "
+                    f"agnostic {b.agnostic}; asked for conf {s.conf}, iou {s.iou}, max_det {s.max_det}, agnostic "
+                    f"{s.agnostic}. A higher conf and a lower max_det work; otherwise re-export with those values "
+                    "(hydradet export --conf/--iou/--max-det/--agnostic, or --raw)"
                 )
 
     def detect(self, images: Tensor, settings: dict[str, HeadSettings]) -> dict[str, list[Detections | Tensor]]:
@@ -87,7 +89,7 @@ class OnnxBackend:
     def _detections(self, head: str, arrays: dict[str, np.ndarray], s: HeadSettings) -> list[Detections]:
         boxes, scores = torch.from_numpy(arrays[f"{head}_boxes"]), torch.from_numpy(arrays[f"{head}_scores"])
         if self.raw:
-            return select(boxes, scores, s.conf, s.iou, s.max_det)
+            return select(boxes, scores, s.conf, s.iou, s.max_det, agnostic=s.agnostic)
         ids = torch.from_numpy(arrays[f"{head}_class_ids"])
         result = []
         for i in range(len(ids)):

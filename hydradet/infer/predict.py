@@ -65,7 +65,7 @@ class TorchBackend:
         # Naming only the requested heads means the others never run: one backbone pass, no wasted head.
         out = self.model(images.to(self.device), dict.fromkeys(settings))
         return {
-            h: self.model.heads[h].postprocess(out[h], s.conf, s.iou, s.max_det)
+            h: self.model.heads[h].postprocess(out[h], s.conf, s.iou, s.max_det, agnostic=s.agnostic)
             if self.tasks[h] == "detect"
             else list(self.model.heads[h].postprocess(out[h]).cpu())
             for h, s in settings.items()

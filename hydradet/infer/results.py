@@ -16,9 +16,17 @@ class HeadResult:
     scores: np.ndarray  # (N,) float32, highest first
     class_ids: np.ndarray  # (N,) int64: index into the head's classes
     names: list[str]  # (N,) the class name of each detection
+    # (N,) int64 track ids from `Model.track` (ByteTrack, one tracker per head: ids of different heads are
+    # independent); None when not tracking.
+    track_ids: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
+
+    def labels(self, head: str) -> list[str]:
+        """What a picture writes on each box: `head:class score`, and `#id` when tracked."""
+        ids = [f" #{t}" for t in self.track_ids.tolist()] if self.track_ids is not None else [""] * len(self)
+        return [f"{head}:{n} {s:.2f}{t}" for n, s, t in zip(self.names, self.scores.tolist(), ids, strict=True)]
 
 
 @dataclass
@@ -85,18 +93,25 @@ class Result:
 
     def plot(self, labels: bool = True) -> np.ndarray:
         """The image with boxes drawn, one colour per head: (H, W, 3) uint8 RGB (not OpenCV's BGR)."""
-        from hydradet.infer.draw import draw
-
-        return np.asarray(draw(self, labels=labels))
+        return np.asarray(self._draw(labels))
 
     def save(self, path: str | Path) -> Path:
         """Write the drawn image; the suffix picks the format (.jpg, .png, ...)."""
-        from hydradet.infer.draw import draw
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        draw(self).save(path, **({"quality": 90} if path.suffix.lower() in (".jpg", ".jpeg") else {}))
+        self._draw().save(path, **({"quality": 90} if path.suffix.lower() in (".jpg", ".jpeg") else {}))
         return path
+
+    def _draw(self, labels: bool = True) -> Any:
+        # Imported here: a Result holds predictions and needs no drawing code until it is drawn (draw.py takes
+        # plain arrays and strings and does not know this class).
+        from hydradet.infer.draw import draw
+
+        heads = {
+            h: (r.boxes, r.labels(h)) if isinstance(r, HeadResult) else f"{h}: {r.text()}"
+            for h, r in self.heads.items()
+        }
+        return draw(self.orig_img, heads, list(self.classes) or list(self.heads), labels=labels)
 
     def to_coco(self, image_id: int | str | None = None) -> list[dict[str, Any]]:
         """COCO detection results: bbox [x, y, w, h] in pixels; category_id indexes the head's classes, so each
@@ -130,15 +145,17 @@ class Result:
             import supervision as sv
         except ImportError:
             raise ImportError("to_supervision() needs the supervision package: pip install supervision") from None
-        return {
-            head: sv.Detections(
+        out = {}
+        for head, r in self.detections().items():
+            tracked = {} if r.track_ids is None else {"tracker_id": r.track_ids.astype(int)}  # from Model.track
+            out[head] = sv.Detections(
                 xyxy=r.boxes.astype(np.float32),
                 confidence=r.scores.astype(np.float32),
                 class_id=r.class_ids.astype(int),
                 data={"class_name": np.array(r.names, dtype=str)},
+                **tracked,
             )
-            for head, r in self.detections().items()
-        }
+        return out
 
     def detections(self) -> dict[str, HeadResult]:
         """The detect heads' results (image-level heads left out)."""
@@ -161,13 +178,18 @@ class Result:
 
 
 def _json(r: HeadResult | ImageVerdict) -> Any:
-    """detect: a list of boxes; classify: the top class, its score and every class's probability; regress: value."""
+    """detect: a list of boxes (with `track_id` when tracked); classify: the top class, its score and every class's
+    probability; regress: value."""
     if isinstance(r, ClassifyResult):
         probs = {c: round(float(p), 4) for c, p in zip(r.classes, r.probs.tolist(), strict=True)}
         return {"class_id": r.top1, "class": r.name, "score": round(r.top1conf, 4), "probs": probs}
     if isinstance(r, RegressResult):
         return {"value": round(r.value, 4)}
-    return [
+    boxes = [
         {"box": [round(v, 2) for v in b], "score": round(s, 4), "class_id": int(c), "class": n}
         for b, s, c, n in zip(r.boxes.tolist(), r.scores.tolist(), r.class_ids, r.names, strict=True)
     ]
+    if r.track_ids is not None:
+        for box, t in zip(boxes, r.track_ids.tolist(), strict=True):
+            box["track_id"] = int(t)
+    return boxes

@@ -1,20 +1,17 @@
-"""Video in, annotated video and per-frame detections (JSON lines) out, with PyAV (FFmpeg's libraries)."""
+"""Video files in and out with PyAV (FFmpeg's libraries): frames read upright, their count and rate; frames
+written to an .mp4. Nothing here knows of models or results: the predict and track loops that use these are in
+run.py, so that reading a video never needs a `Model` (and `sources` -> `video` stays one-way)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from hydradet.errors import DataError
-
-if TYPE_CHECKING:
-    from hydradet.infer.model import Model
-    from hydradet.infer.results import Result
 
 # H.264 plays everywhere; MPEG-4 part 2 where an FFmpeg build lacks libx264.
 _CODECS = ("libx264", "mpeg4")
@@ -145,30 +142,3 @@ class VideoWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def predict_video(
-    model: Model,
-    path: Path,
-    out_dir: Path,
-    on_result: Callable[[Result], None] | None = None,
-    name: str | None = None,
-    **predict_options: Any,
-) -> tuple[Path, Path]:
-    """Detect on every frame of `path`; write out_dir/<name>.mp4 (annotated) and out_dir/<name>.jsonl (one line
-    per frame: frame number, time in seconds, per-head detections in pixels). name: default the video's stem.
-    Returns both paths."""
-    fps = frame_rate(path)
-    name = name or path.stem
-    video_out, lines_out = out_dir / f"{name}.mp4", out_dir / f"{name}.jsonl"
-    if video_out.resolve() == path.resolve():  # never overwrite the input
-        video_out = out_dir / f"{name}_pred.mp4"
-    with VideoWriter(video_out, fps) as writer, lines_out.open("w") as lines:
-        for result in model.predict(path, stream=True, **predict_options):
-            writer.write(result.plot())
-            record = result.to_json()
-            record["time"] = round(float((result.frame or 0) / fps), 3)
-            lines.write(json.dumps(record) + "\n")
-            if on_result is not None:
-                on_result(result)
-    return video_out, lines_out
