@@ -17,9 +17,9 @@ from torch.utils.data import DataLoader
 from hydradet.config import load_config
 from hydradet.config.schema import Config
 from hydradet.data.dataset import Batch, SourceDataset, collate
-from hydradet.data.synth import SynthSpec, write_synthetic_world
 from hydradet.demo import DEMO_OVERRIDES
 from hydradet.eval.coco_map import ImageBoxes
+from hydradet.synth.world import SynthSpec, write_synthetic_world
 
 TRAIN_BATCH = 16  # default.yaml's train.batch; YOLO trains with the same
 # The demo's settings, minus where its runs go and how often it evaluates (here: after the last epoch only, so

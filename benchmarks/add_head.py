@@ -20,10 +20,10 @@ from pathlib import Path
 
 from hydradet.config import load_config
 from hydradet.data.dataset import split_datasets
-from hydradet.data.synth import SynthSpec, write_synthetic_world
 from hydradet.demo import DEMO_OVERRIDES
 from hydradet.eval.evaluate import evaluate
 from hydradet.model.weights import load_model
+from hydradet.synth.world import SynthSpec, write_synthetic_world
 from hydradet.train.trainer import train
 
 VARIANTS = {

@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 from hydradet.config import load_config
-from hydradet.data.synth import SynthSpec, write_synthetic_world
 from hydradet.demo import DEMO_OVERRIDES
 from hydradet.files import atomic_save
+from hydradet.synth.world import SynthSpec, write_synthetic_world
 from hydradet.train.checkpoint import checkpoint_path
 from hydradet.train.trainer import train
 

@@ -27,9 +27,9 @@ from torch.utils.data import DataLoader
 from hydradet.config import Config, load_config
 from hydradet.data.dataset import Batch, SourceDataset
 from hydradet.data.sampler import SourceBatchSampler
-from hydradet.data.synth import SynthSpec, write_synthetic_world
 from hydradet.demo import DEMO_OVERRIDES
 from hydradet.model.detector import HydraDetector
+from hydradet.synth.world import SynthSpec, write_synthetic_world
 from hydradet.train.optim import build_optimizer
 from hydradet.train.step import train_step
 from hydradet.train.trainer import make_loader as trainer_loader

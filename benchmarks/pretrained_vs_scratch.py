@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from hydradet.config import load_config
-from hydradet.data.synth import SynthSpec, write_synthetic_world
 from hydradet.demo import BACKBONE_WEIGHTS, DEMO_OVERRIDES
+from hydradet.synth.world import SynthSpec, write_synthetic_world
 from hydradet.train.trainer import train
 
 VARIANTS = {

@@ -12,12 +12,12 @@ from pathlib import Path
 
 from hydradet.config import load_config
 from hydradet.data.dataset import split_datasets
-from hydradet.data.synth import SynthSpec, write_synthetic_world
 from hydradet.eval.evaluate import evaluate, format_table
 from hydradet.infer.model import Model
 from hydradet.infer.predict import TorchBackend
 from hydradet.model.shufflenet_megvii import MEGVII_IMAGENET
 from hydradet.model.weights import load_model
+from hydradet.synth.world import SynthSpec, write_synthetic_world
 from hydradet.train.trainer import train
 
 TARGET_MAP50 = 0.5

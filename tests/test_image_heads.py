@@ -15,11 +15,11 @@ from conftest import optimizer_state_of, snapshot
 from hydradet.config import load_config
 from hydradet.data.augment import Augment
 from hydradet.data.dataset import Batch, SourceDataset
-from hydradet.data.synth_attributes import AttributeSpec, write_attribute_set
 from hydradet.infer.model import load
 from hydradet.infer.results import ClassifyResult, RegressResult
 from hydradet.model.detector import HydraDetector
 from hydradet.model.weights import load_model
+from hydradet.synth.attributes import AttributeSpec, write_attribute_set
 from hydradet.train.distill import Distiller
 from hydradet.train.ema import ModelEMA
 from hydradet.train.optim import build_optimizer

@@ -1,4 +1,4 @@
-"""Tests for the synthetic partially-labelled world written by hydradet.data.synth."""
+"""Tests for the synthetic partially-labelled world written by hydradet.synth.world."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from hydradet.data.synth import SynthSpec, SynthWorld, render_scene, write_synthetic_world
+from hydradet.synth.world import SynthSpec, SynthWorld, render_scene, write_synthetic_world
 
 SMALL = SynthSpec(train_images_per_source=12, val_images=6)
 ANIMALS = list(SMALL.animal_classes)

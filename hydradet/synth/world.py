@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 from PIL import Image, ImageDraw, ImageFilter
 
-from hydradet.data.synth_shapes import draw_shape, ellipse, rasterize
+from hydradet.synth.shapes import draw_shape, ellipse, rasterize
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1
 Arr = np.ndarray

@@ -1,5 +1,5 @@
 """The synthetic world's shapes: articulated body plans (person, dog, bird, giraffe, fish) and clutter,
-drawn as primitives and rasterised to part maps. Used by synth.py; numpy + PIL only."""
+drawn as primitives and rasterised to part maps. Used by world.py; numpy + PIL only."""
 
 from __future__ import annotations
 
