@@ -19,6 +19,8 @@ CLI_FAST = [
     "train.batch=4",
 ]
 CLI_FAST += ["train.workers=0", "eval.batch=8"]
+# Pictures of the run (results.png, curves, batches) cost seconds per epoch; tests/test_run_pictures.py turns them on.
+CLI_FAST += ["train.plots=false"]
 
 TINY = {
     "heads": {

@@ -54,7 +54,7 @@ def table(out: str) -> dict[str, list[str]]:
 
 def test_a_val_only_config_with_fewer_heads_than_the_model(world: Path, weights: Path, tmp_path: Path, capsys):
     config = write_config(tmp_path / "person_val.yaml", [PERSON], [val_source(world)])
-    assert main(["val", str(config), str(weights)]) == 0
+    assert main(["val", str(config), str(weights), "train.plots=false"]) == 0
     out = capsys.readouterr().out
     rows = table(out)
     assert list(rows) == ["person"] and rows["person"][0] == "4"  # 4 val images
@@ -62,7 +62,7 @@ def test_a_val_only_config_with_fewer_heads_than_the_model(world: Path, weights:
 
     # The same person numbers as with the full config (train sources and both heads): leaving a head out
     # changes nothing for the others.
-    assert main(["val", str(world / "hydradet.yaml"), str(weights)]) == 0
+    assert main(["val", str(world / "hydradet.yaml"), str(weights), "train.plots=false"]) == 0
     full = table(capsys.readouterr().out)
     assert set(full) == {"person", "animal"} and full["person"] == rows["person"]
 
@@ -78,7 +78,7 @@ def test_heads_left_out_are_named_with_the_reason(world: Path, weights: Path, tm
         [PERSON, ANIMAL, "vehicle: {task: detect, classes: [car]}"],
         [val_source(world), animals],
     )
-    assert main(["val", str(config), str(weights)]) == 0
+    assert main(["val", str(config), str(weights), "train.plots=false"]) == 0
     out = capsys.readouterr().out
     assert list(table(out)) == ["person"]
     assert "val: animal: sources ['animals'] have no `val` split: not evaluated" in out

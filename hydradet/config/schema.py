@@ -209,6 +209,8 @@ class TrainConfig(Strict):
     save_period: float = Field(ge=0)
     max_bad_steps: int = Field(ge=1)
     resume: Path | None
+    plots: bool
+    tensorboard: bool
 
 
 class AugmentConfig(Strict):

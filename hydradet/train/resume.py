@@ -22,6 +22,8 @@ RESUMABLE = {
     "train.device": "where the remaining steps run",
     "train.save_period": "how often checkpoints are written",
     "train.max_bad_steps": "how many non-finite steps in a row stop the run",
+    "train.plots": "pictures of the run, drawn from now on",
+    "train.tensorboard": "TensorBoard event files, written from now on",
 }
 
 
