@@ -24,8 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hydradet.errors import WeightsError
-from hydradet.export.onnx import MissingDependency, export_onnx, require
+from hydradet.errors import MissingDependency, WeightsError
+from hydradet.export.onnx import export_onnx, require
 from hydradet.model.detector import HydraDetector
 
 SUFFIX = "_openvino_model"
