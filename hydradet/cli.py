@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -32,9 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config", type=Path)
     p.add_argument("weights", type=Path)
     p.add_argument("overrides", nargs="*")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for the pictures (PR, F1 curves, confusion matrices, val batches; none with train.plots=false); "
+        "default: PROJECT/val, PROJECT/val2, ...",
+    )
 
     p = sub.add_parser("predict", help="detect on images, folders, globs and videos; pictures, videos and JSON out")
-    p.add_argument("weights", type=Path, help=".safetensors from train, or .onnx from export")
+    p.add_argument("weights", type=Path, help=".safetensors from train; .onnx or an OpenVINO folder from export")
     p.add_argument("inputs", nargs="+", help="images, folders, globs (quoted) or video files")
     p.add_argument(
         "--conf",
@@ -44,15 +52,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--iou", default=None, help="NMS IoU: 0.5 or per head person=0.6,animal=0.5 (predict.iou)")
     p.add_argument("--max-det", type=int, default=None, help="detections per image and head (predict.max_det)")
+    p.add_argument(
+        "--agnostic",
+        nargs="?",
+        const="true",
+        default=None,
+        help="class-agnostic NMS within a head (one box per object when its classes compete): alone for every "
+        "head, or person=true,animal=false (predict.agnostic)",
+    )
     p.add_argument("--heads", default=None, help="comma-separated heads to run (default: all); others do not run")
     p.add_argument("--imgsz", type=int, default=None, help="default: the model's")
     p.add_argument("--batch", type=int, default=8, help="images per forward pass")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (an OpenVINO export: cpu, or gpu for Intel)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/predict, runs/predict2, ...)")
 
-    p = sub.add_parser("export", help="export weights to ONNX: per head boxes, scores, class ids (after NMS)")
+    p = sub.add_parser("export", help="export weights to ONNX or OpenVINO: per head boxes, scores, class ids")
     p.add_argument("weights", type=Path)
-    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument(
+        "--format", default="onnx", choices=["onnx", "openvino"], help="openvino: a folder with .xml/.bin (IR)"
+    )
     p.add_argument("--heads", default=None, help="comma-separated heads to export (default: all)")
     p.add_argument("--imgsz", type=int, default=None, help="input size, fixed in the file (default: the model's)")
     p.add_argument("--dynamic-batch", action="store_true", help="a dynamic batch axis (default: batch 1)")
@@ -60,8 +78,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--conf", default=None, help="NMS score threshold baked in: 0.25 or person=0.4,animal=0.3")
     p.add_argument("--iou", default=None, help="NMS IoU baked in: 0.5 or per head")
     p.add_argument("--max-det", type=int, default=None, help="output rows per image and head")
+    p.add_argument(
+        "--agnostic",
+        nargs="?",
+        const="true",
+        default=None,
+        help="class-agnostic NMS within a head (one box per object when its classes compete): alone for every "
+        "head, or person=true,animal=false baked in",
+    )
     p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--out", type=Path, default=None, help="default: the weights path with .onnx")
+    p.add_argument(
+        "--out", type=Path, default=None, help="default: the weights path with .onnx, or WEIGHTS_openvino_model/"
+    )
+
+    p = sub.add_parser("track", help="track each detect head's objects across video frames (ByteTrack); ids, counts")
+    p.add_argument("weights", type=Path, help=".safetensors from train, or an export")
+    p.add_argument("inputs", nargs="+", help="video files, folders or globs (quoted) of videos")
+    p.add_argument("--conf", default=None, help="a head's threshold to start a track: 0.4 or person=0.4,animal=0.3")
+    p.add_argument("--iou", default=None, help="NMS IoU: 0.5 or per head person=0.6,animal=0.5 (predict.iou)")
+    p.add_argument("--max-det", type=int, default=None, help="detections per frame and head (predict.max_det)")
+    p.add_argument(
+        "--agnostic",
+        nargs="?",
+        const="true",
+        default=None,
+        help="class-agnostic NMS within a head (one box per object when its classes compete): alone for every "
+        "head, or person=true,animal=false (predict.agnostic)",
+    )
+    p.add_argument("--heads", default=None, help="comma-separated heads to run (default: all)")
+    p.add_argument("--imgsz", type=int, default=None, help="default: the model's")
+    p.add_argument("--batch", type=int, default=8, help="frames per forward pass")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/track, runs/track2, ...)")
 
     p = sub.add_parser("synth", help="write the synthetic two-source world (COCO persons, YOLO animals)")
     p.add_argument("out", type=Path)
@@ -92,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=Path, default=None, help="the folder `file_name` is relative to")
 
     args = parser.parse_args(argv)
-    commands = {"train": _train, "val": _val, "predict": _predict, "export": _export, "synth": _synth}
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # train.devices relaunches the same command
+    commands = {"train": _train, "val": _val, "predict": _predict, "track": _track, "export": _export}
+    commands |= {"synth": _synth}
     commands |= {"data": _data, "split": _split}
     try:
         return commands[args.command](args)
@@ -118,16 +168,29 @@ def _train(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides)
         if cfg.train.resume is not None:
             cfg = resume_config(cfg.train.resume, requested=cfg)
+    if cfg.train.devices > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_torchrun(cfg.train.devices, args.argv)
     train(cfg)
     return 0
 
 
+def _launch_torchrun(devices: int, argv: list[str]) -> int:
+    """`train.devices=N`: the same command under torchrun, N processes on this machine (one per GPU on CUDA)."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={devices}"]
+    cmd += ["-m", "hydradet", *argv]
+    print(f"launching {devices} processes: {' '.join(cmd[1:])}", flush=True)
+    return subprocess.run(cmd, check=False).returncode
+
+
 def _val(args: argparse.Namespace) -> int:
     from hydradet.data.dataset import split_datasets
-    from hydradet.eval.evaluate import evaluate, format_table
+    from hydradet.eval.evaluate import EvalDetails, evaluate, format_table
+    from hydradet.eval.run_log import eval_pictures
     from hydradet.eval.val import plan_val
     from hydradet.model.weights import load_model
-    from hydradet.train.trainer import device_from
+    from hydradet.train.trainer import device_from, new_run_dir
 
     model = load_model(args.weights)
     # Evaluate at the size the model was trained at, unless the command line says otherwise. evaluate_only: a
@@ -140,37 +203,71 @@ def _val(args: argparse.Namespace) -> int:
         print(f"val: {line}")
     device = device_from(cfg.train.device)
     model.to(device)
-    print(format_table(evaluate(model, plan.cfg, split_datasets(plan.cfg, "val"), device)))
+    details = EvalDetails() if cfg.train.plots else None
+    metrics = evaluate(model, plan.cfg, split_datasets(plan.cfg, "val"), device, details)
+    print(format_table(metrics))
+    if details is not None:
+        # The same evaluation pictures as a training run's, at each head's F1-optimal conf on this data.
+        out = args.out or new_run_dir(cfg.project / "val")
+        conf = {h: float(m.get("f1_conf", float("nan"))) for h, m in metrics.items()}
+        eval_pictures(details, plan.cfg.heads, conf, out, order=list(model.heads))
+        print(f"pictures in {out}")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
     from hydradet.infer.model import load
     from hydradet.infer.run import predict_to_folder
-    from hydradet.infer.settings import parse_per_head
     from hydradet.train.trainer import new_run_dir
 
     model = load(args.weights, args.device)
     out = args.out or new_run_dir(Path("runs/predict"))
-    options = {"heads": args.heads, "conf": parse_per_head(args.conf), "iou": parse_per_head(args.iou)}
-    options |= {"max_det": args.max_det, "imgsz": args.imgsz, "batch": args.batch}
-    summary, _files = predict_to_folder(model, args.inputs, out, **options)
+    summary, _files = predict_to_folder(model, args.inputs, out, **_predict_options(args))
     print(summary.table())
     print(f"results in {out}")
     return 0
 
 
+def _track(args: argparse.Namespace) -> int:
+    from hydradet.infer.model import load
+    from hydradet.infer.run import track_to_folder
+    from hydradet.train.trainer import new_run_dir
+
+    model = load(args.weights, args.device)
+    out = args.out or new_run_dir(Path("runs/track"))
+    summary, _files = track_to_folder(model, args.inputs, out, **_predict_options(args))
+    print(summary.table())
+    print(f"results in {out}")
+    return 0
+
+
+def _predict_options(args: argparse.Namespace) -> dict:
+    """predict's and track's keyword arguments from their shared flags."""
+    from hydradet.infer.settings import parse_per_head, parse_per_head_flag
+
+    options = {"heads": args.heads, "conf": parse_per_head(args.conf), "iou": parse_per_head(args.iou)}
+    options |= {"max_det": args.max_det, "imgsz": args.imgsz, "batch": args.batch}
+    return options | {"agnostic": parse_per_head_flag(args.agnostic)}
+
+
 def _export(args: argparse.Namespace) -> int:
     from hydradet.export import export_onnx
-    from hydradet.infer.settings import parse_per_head
+    from hydradet.export.openvino import default_folder, export_openvino
+    from hydradet.infer.settings import parse_per_head, parse_per_head_flag
     from hydradet.model.weights import load_model
 
     model = load_model(args.weights)
-    out = args.out or args.weights.with_suffix(".onnx")
     options = {"heads": args.heads, "imgsz": args.imgsz, "dynamic_batch": args.dynamic_batch, "raw": args.raw}
     options |= {"conf": parse_per_head(args.conf), "iou": parse_per_head(args.iou), "max_det": args.max_det}
-    path = export_onnx(model, out, opset=args.opset, **options)
-    print(f"{path} ({path.stat().st_size / 1e6:.1f} MB, opset {args.opset}); outputs per head: ", end="")
+    options |= {"agnostic": parse_per_head_flag(args.agnostic)}
+    if args.format == "openvino":
+        path = export_openvino(model, args.out or default_folder(args.weights), opset=args.opset, **options)
+        bin_file = path.with_suffix(".bin")
+        what = f"{path.name} + {bin_file.name}, {bin_file.stat().st_size / 1e6:.1f} MB, OpenVINO IR of ONNX opset"
+        print(f"{path.parent} ({what} {args.opset}); outputs per head: ", end="")
+    else:
+        path = export_onnx(model, args.out or args.weights.with_suffix(".onnx"), opset=args.opset, **options)
+        print(f"{path} ({path.stat().st_size / 1e6:.1f} MB, opset {args.opset}); outputs per head: ", end="")
     print("boxes, scores (raw, before NMS)" if args.raw else "boxes, scores, class_ids (after NMS, padded)")
     return 0
 
@@ -178,7 +275,7 @@ def _export(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from hydradet.data.synth import SynthSpec, write_synthetic_world
+    from hydradet.synth.world import SynthSpec, write_synthetic_world
 
     if args.attributes:
         return _synth_attributes(args)
@@ -195,7 +292,7 @@ def _synth(args: argparse.Namespace) -> int:
 def _synth_attributes(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from hydradet.data.synth_attributes import AttributeSpec, write_attribute_set
+    from hydradet.synth.attributes import AttributeSpec, write_attribute_set
 
     spec = AttributeSpec(seed=args.seed)
     if args.train_images is not None:

@@ -10,6 +10,7 @@ import torch
 from conftest import CLI_FAST, make_batch, snapshot, tiny_config, tiny_model
 from safetensors.torch import load_file
 
+import hydradet.train.run_folder as run_folder
 import hydradet.train.trainer as trainer
 from hydradet.cli import main
 from hydradet.train.ema import ModelEMA, ema_decay
@@ -98,7 +99,7 @@ def test_frozen_modules_are_copied_not_averaged():
 def _spy(monkeypatch):
     """Record the raw model that train_step trains and the models save_weights writes."""
     seen: dict = {"saved": []}
-    real_step, real_save = trainer.train_step, trainer.save_weights
+    real_step, real_save = trainer.train_step, run_folder.save_weights
 
     def step(model, *a, **k):
         seen["raw"] = model
@@ -109,7 +110,7 @@ def _spy(monkeypatch):
         return real_save(model, path, extra)
 
     monkeypatch.setattr(trainer, "train_step", step)
-    monkeypatch.setattr(trainer, "save_weights", save)
+    monkeypatch.setattr(run_folder, "save_weights", save)  # best / last are written by run_folder.py
     return seen
 
 

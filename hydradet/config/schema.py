@@ -110,7 +110,7 @@ class SourceConfig(Strict):
 class ModelConfig(Strict):
     backbone: str  # one of BACKBONES, or timm:NAME
     backbone_weights: Literal["pretrained"] | Path | None
-    backbone_norm: Literal["batch", "frozen"]
+    backbone_norm: Literal["batch", "frozen", "syncbatch"]
     neck_width: int = Field(ge=8, le=1024)
     head_convs: int = Field(ge=0, le=8)
     shared_convs: int = Field(ge=0, le=8)
@@ -198,7 +198,10 @@ class TrainConfig(Strict):
     sampling: SamplingConfig
     seed: int
     workers: int = Field(ge=0)
-    device: Literal["cpu", "cuda", "auto"]
+    device: str = Field(pattern=r"^(cpu|auto|cuda(:\d+)?)$")
+    devices: int = Field(ge=1)
+    amp: Literal["auto", "bf16", "fp16", "off"]
+    channels_last: bool
     balance: BalanceConfig
     param_groups: dict[str, ParamGroupConfig]
     phases: list[PhaseConfig]

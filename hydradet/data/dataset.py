@@ -50,8 +50,10 @@ class Batch:
     orig_sizes: list[tuple[int, int]]
     skipped: list[str] = field(default_factory=list)  # files replaced because they failed to decode
 
-    def to(self, device: torch.device | str) -> Batch:
+    def to(self, device: torch.device | str, channels_last: bool = False) -> Batch:
         self.images = self.images.to(device, non_blocking=True)
+        if channels_last:  # train.channels_last: the memory format the model was converted to
+            self.images = self.images.contiguous(memory_format=torch.channels_last)
         self.targets = [{h: {k: v.to(device) for k, v in t.items()} for h, t in tg.items()} for tg in self.targets]
         return self
 

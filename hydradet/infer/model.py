@@ -1,4 +1,5 @@
-"""`hydradet.load(path)`: a weights file (.safetensors) or an export (.onnx) as one object that predicts."""
+"""`hydradet.load(path)`: a weights file (.safetensors) or an export (.onnx, OpenVINO folder / .xml) as one object
+that predicts."""
 
 from __future__ import annotations
 
@@ -131,16 +132,19 @@ class Model:
     __call__ = predict
 
     def export(self, format: str = "onnx", out: str | Path | None = None, **options: Any) -> Path:
-        """Export to ONNX (the only format); options as `hydradet.export.export_onnx`. Default out: next to the
-        weights file, with the .onnx suffix."""
+        """Export to `onnx` or `openvino`; options as `hydradet.export.export_onnx`. Default out: next to the
+        weights file, with the .onnx suffix, or the folder `<stem>_openvino_model`. Returns the .onnx / .xml."""
         from hydradet.export import export_onnx
+        from hydradet.export.openvino import default_folder, export_openvino
 
-        if format != "onnx":
-            raise SettingError(f"format: {format!r}; hydradet exports onnx")
+        if format not in ("onnx", "openvino"):
+            raise SettingError(f"format: {format!r}; hydradet exports onnx or openvino")
         if not isinstance(self.backend, TorchBackend):
             raise SettingError(f"{self.path}: export needs the .safetensors weights, not an export")
-        target = Path(out) if out is not None else Path(self.path or "model").with_suffix(".onnx")
-        return export_onnx(self.backend.model, target, **options)
+        weights = Path(self.path or "model.safetensors")
+        if format == "openvino":
+            return export_openvino(self.backend.model, Path(out) if out else default_folder(weights), **options)
+        return export_onnx(self.backend.model, Path(out) if out else weights.with_suffix(".onnx"), **options)
 
     def __repr__(self) -> str:
         tasks = getattr(self.backend, "tasks", {})
@@ -151,13 +155,17 @@ class Model:
 
 
 def load(path: str | Path, device: str = "cpu") -> Model:
-    """A .safetensors file from `hydradet train` (never a pickle: loading runs no code from the file) or an
-    .onnx file from `hydradet export`."""
+    """A .safetensors file from `hydradet train` (never a pickle: loading runs no code from the file), an .onnx
+    file from `hydradet export`, or the folder (or its .xml) from `hydradet export --format openvino`."""
     path = Path(path)
     if path.suffix.lower() == ".onnx":
         from hydradet.infer.onnx_backend import OnnxBackend
 
         return Model(OnnxBackend(path, device), path)
+    if path.suffix.lower() == ".xml" or path.is_dir():
+        from hydradet.infer.openvino_backend import OpenVinoBackend
+
+        return Model(OpenVinoBackend(path, device), path)
     from hydradet.model.weights import load_model
 
     return Model(TorchBackend(load_model(path), device), path)

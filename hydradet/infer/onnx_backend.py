@@ -35,7 +35,12 @@ class OnnxBackend:
             full = ort.InferenceSession(str(self.path), self._opts, providers=self._providers)
         except Exception as e:  # onnxruntime raises its own types for unreadable files
             raise WeightsError(f"{self.path}: onnxruntime cannot load it ({e})") from None
-        meta = full.get_modelmeta().custom_metadata_map
+        self._read_metadata(full.get_modelmeta().custom_metadata_map)
+        self._sessions = {tuple(self.heads): full}
+
+    def _read_metadata(self, meta: dict[str, str]) -> None:
+        """The export's metadata (`hydradet.export.onnx.metadata`: string -> string, structured values as JSON),
+        shared with the OpenVINO backend, whose IR carries the same strings."""
         if "hydradet_format" not in meta:
             raise WeightsError(f"{self.path}: no hydradet metadata; was it written by `hydradet export`?")
         self.heads: list[str] = json.loads(meta["heads"])
@@ -45,7 +50,6 @@ class OnnxBackend:
         self.raw = meta["outputs"] == "raw"
         self.baked = {h: HeadSettings(**s) for h, s in json.loads(meta.get("nms", "{}")).items()}
         self.max_batch = None if meta["batch"] == "dynamic" else int(meta["batch"])
-        self._sessions = {tuple(self.heads): full}
 
     def defaults(self) -> dict[str, HeadSettings]:
         # Image-level heads take no thresholds; they get the defaults so that every head has settings.

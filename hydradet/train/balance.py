@@ -10,7 +10,7 @@ own steps: s_i takes no part in a step without the head, keeps grad None and is 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -29,9 +29,15 @@ class Balancer(nn.Module):
         raise NotImplementedError
 
     def backward(
-        self, losses: Mapping[str, Tensor], model: nn.Module, replicas: Mapping[str, int] | None = None
+        self,
+        losses: Mapping[str, Tensor],
+        model: nn.Module,
+        replicas: Mapping[str, int] | None = None,
+        scale: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
-        self.combine(losses, replicas).backward()
+        """scale: the fp16 GradScaler's `scale` (train/precision.py), applied to the combined loss."""
+        loss = self.combine(losses, replicas)
+        (scale(loss) if scale else loss).backward()
 
     def end_epoch(self, mean_losses: Mapping[str, float]) -> None:
         """Called after each epoch with the mean loss of every head that had steps in it."""
@@ -135,8 +141,14 @@ class PCGrad(Balancer):
         return sum(losses.values())  # type: ignore[return-value]
 
     def backward(
-        self, losses: Mapping[str, Tensor], model: nn.Module, replicas: Mapping[str, int] | None = None
+        self,
+        losses: Mapping[str, Tensor],
+        model: nn.Module,
+        replicas: Mapping[str, int] | None = None,
+        scale: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
+        if scale is not None:  # the projection is scale-invariant: every head's loss scaled alike
+            losses = {h: scale(v) for h, v in losses.items()}
         shared = [p for m in (model.backbone, model.neck) for p in m.parameters() if p.requires_grad]
         heads = list(losses)
         per_head: list[tuple[Tensor | None, ...]] = []

@@ -117,6 +117,18 @@ def from_environment(device: torch.device) -> Dist:
     return Dist(rank, world, local_rank)
 
 
+def device_from(name: str) -> torch.device:
+    """`train.device` as a torch device: auto is cuda when available; ConfigError for a GPU that is not there."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name} was asked for but no CUDA device is available; use cpu or auto")
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"train.device: {name}, but this machine has {torch.cuda.device_count()} GPU(s) (cuda:0..)")
+    return device
+
+
 def rank_device(device: torch.device, dist: Dist) -> torch.device:
     """On CUDA each process of a machine takes its own GPU (torchrun's LOCAL_RANK)."""
     return torch.device("cuda", dist.local_rank) if device.type == "cuda" else device

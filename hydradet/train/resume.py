@@ -20,6 +20,7 @@ RESUMABLE = {
     "train.lr": "e.g. lower, after the loss diverged",
     "train.workers": "loading processes; the data stays the same (data/seeding.py)",
     "train.device": "where the remaining steps run",
+    "train.devices": "how many processes share each batch (the global batch stays the same)",
     "train.save_period": "how often checkpoints are written",
     "train.max_bad_steps": "how many non-finite steps in a row stop the run",
     "train.plots": "pictures of the run, drawn from now on",

@@ -13,6 +13,7 @@ from hydradet.model.detector import HydraDetector
 from hydradet.train.balance import Balancer
 from hydradet.train.distill import Distiller
 from hydradet.train.distributed import Dist
+from hydradet.train.precision import Precision, to_fp32
 from hydradet.train.rule import check_untouched, clear_grads, clip_grads, rows_per_head
 
 
@@ -23,6 +24,7 @@ def head_losses(
     distiller: Distiller | None = None,
     trunk: str = "sum",
     dist: Dist | None = None,
+    precision: Precision | None = None,
 ) -> dict[str, dict[str, Tensor]]:
     """head -> its loss terms, computed over the samples whose source labels it and normalised by its own
     count of positives. Heads with no such sample are absent (they did not run).
@@ -43,7 +45,11 @@ def head_losses(
     run = {h: None if h in taught else r.to(device) for h, r in rows.items()}
     run.update({h: r.to(device) for h, r in taught.items() if h not in rows})
     active = dist.active_heads({h: len(r) for h, r in rows.items()}, model.heads) if dist.enabled else rows
-    outputs = model(batch.images, run, trunk_scales(model, active) if trunk == "positives" else None)
+    precision = precision or Precision()
+    with precision.autocast():  # train.amp: the forward in bf16 / fp16, the losses below in fp32
+        outputs = model(batch.images, run, trunk_scales(model, active) if trunk == "positives" else None)
+    if precision.dtype is not None:
+        outputs = {h: to_fp32(o) for h, o in outputs.items()}
     losses: dict[str, dict[str, Tensor]] = {}
     for head, idx in rows.items():
         out = outputs[head].take(idx.to(device)) if head in taught else outputs[head]
@@ -131,6 +137,7 @@ def train_step(
     distiller: Distiller | None = None,
     trunk: str = "sum",
     dist: Dist | None = None,
+    precision: Precision | None = None,
 ) -> dict[str, float]:
     """Returns each active head's total loss (unweighted). Heads without samples keep grad None and are not
     stepped; so do their balancing parameters. balancer None: the plain sum of the heads' losses.
@@ -140,9 +147,13 @@ def train_step(
 
     dist: several processes (train/distributed.py). The heads with samples on any rank are the step's heads on
     every rank; their gradients (and the trunk's) are summed over the ranks before the guard, clipping and the
-    optimizer step, so all ranks take the same step; the returned losses are the global ones."""
+    optimizer step, so all ranks take the same step; the returned losses are the global ones.
+
+    precision (`train.amp`, train/precision.py): the forward under autocast; with fp16 the loss is scaled for
+    backward and the gradients unscaled before the guard, so an overflow is a skipped step like any other."""
     dist = dist or Dist()
-    losses = head_losses(model, batch, source_heads, distiller, trunk, dist)
+    scaler = precision.scaler if precision is not None else None
+    losses = head_losses(model, batch, source_heads, distiller, trunk, dist, precision)
     totals = {head: sum(terms.values()) for head, terms in losses.items()}
     # The step's heads: those with a loss on any rank (one process: those with a loss here).
     # head -> (.., ranks holding a part of its loss); one process: the heads with a loss here, on 1 rank
@@ -157,25 +168,34 @@ def train_step(
         raise NonFiniteStep(bad, "loss")
     if totals:  # a rank may hold no sample of any head in a mixed batch; it still takes part in the sums
         if balancer is None:
-            sum(totals.values()).backward()  # type: ignore[union-attr]
+            total = sum(totals.values())
+            (scaler.scale(total) if scaler else total).backward()  # type: ignore[union-attr,arg-type]
         else:
             replicas = {h: r for h, (_, r) in ranks.items()}
-            balancer.backward(totals, model, replicas)  # type: ignore[arg-type]
+            balancer.backward(totals, model, replicas, scaler.scale if scaler else None)  # type: ignore[arg-type]
             balancer.check_untouched(losses)
     check_untouched(model.heads, active)
     if dist.enabled:
         extra = [p for n, p in balancer.named_parameters() if n.rsplit(".", 1)[-1] in active] if balancer else []
         trunk_params = [p for m in (model.backbone, model.neck) for p in m.parameters()]
         dist.reduce_gradients(trunk_params + [p for h in active for p in model.heads[h].parameters()] + extra)
+    if scaler is not None:
+        scaler.unscale_(optimizer)
     bad = _nonfinite_gradients(model, active, balancer)
     if bad:
+        if scaler is not None:
+            scaler.update()  # an fp16 overflow: a lower scale next time; the optimizer is not called
         clear_grads(model)
         if balancer is not None:
             clear_grads(balancer)
-        raise NonFiniteStep(bad, "gradient")
+        raise NonFiniteStep(bad, "gradient (fp16 overflow; the GradScaler lowers its scale)" if scaler else "gradient")
     if grad_clip > 0:
         clip_grads([model.backbone, model.neck], model.heads, active, grad_clip)
-    optimizer.step()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
     if dist.enabled:
         values = [float(totals[h].detach()) if h in totals else 0.0 for h in active]  # type: ignore[union-attr]
         return dict(zip(active, dist.sum(values), strict=True))

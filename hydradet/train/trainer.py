@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import random
 import time
@@ -24,9 +22,10 @@ from hydradet.data.seeding import SeededBatches, SeededDataset
 from hydradet.data.totals import check_totals
 from hydradet.errors import ConfigError, TrainingStopped
 from hydradet.eval.evaluate import METRICS, evaluate, fitness, format_table
+from hydradet.eval.run_log import RunLog
 from hydradet.files import atomic_write_text, remove_stale_temporaries
 from hydradet.model.detector import HydraDetector
-from hydradet.model.weights import init_from, read_metadata, save_weights
+from hydradet.model.weights import init_from, read_metadata
 from hydradet.train.balance import build_balancer
 from hydradet.train.checkpoint import (
     Progress,
@@ -37,8 +36,11 @@ from hydradet.train.checkpoint import (
     set_rng_states,
 )
 from hydradet.train.distill import Distiller, old_heads_of
+from hydradet.train.distributed import Dist, check_distributable, device_from, from_environment, rank_device
 from hydradet.train.ema import ModelEMA
 from hydradet.train.optim import build_optimizer, lr_factor, set_lr
+from hydradet.train.precision import precision_for
+from hydradet.train.run_folder import csv_columns, new_run_dir, save_final_weights, write_results_csv
 from hydradet.train.step import NonFiniteStep, train_step
 
 
@@ -49,6 +51,13 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
     its checkpoint at the next batch and ends exactly where the uninterrupted run would have."""
     _seed_everything(cfg.train.seed)
     device = device_from(cfg.train.device)
+    # Several processes (torchrun): each trains on its share of every batch; only rank 0 logs and writes files.
+    dist = from_environment(device)
+    if dist.enabled:
+        device, log = rank_device(device, dist), (log if dist.main else _silent)
+        check_distributable(cfg, dist)
+    # Pictures and TensorBoard (eval/run_log.py), rank 0 only; a missing optional package stops here.
+    run_log = RunLog(cfg if dist.main else _without_pictures(cfg))
 
     # Data, read and checked before anything is written: every source's train split is one stream; the
     # sampler decides how they mix into batches.
@@ -75,7 +84,10 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
             old = old_heads_of(model, read_metadata(cfg.model.init), report.fresh + report.shape_mismatch)
             log(f"distill: old heads {', '.join(old) or 'none'} learn from the initial model on other sources")
             distiller = Distiller(model, old, cfg.train.distill_weight).to(device)
-    model.to(device)
+    if dist.enabled and cfg.model.backbone_norm == "syncbatch":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # statistics over every rank's share
+    model.to(device, memory_format=torch.channels_last if cfg.train.channels_last else torch.preserve_format)
+    precision = precision_for(cfg.train.amp, device)  # train.amp: autocast dtype, and a GradScaler for fp16
     # EMA of the weights (train.ema): evaluated and saved instead of the raw model; heads move only on their steps.
     ema = ModelEMA(model, cfg.train.ema.decay, cfg.train.ema.tau) if cfg.train.ema.enabled else None
     final = ema.ema if ema is not None else model  # what is evaluated and saved
@@ -103,24 +115,35 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
             ema.updates = dict(ckpt["ema_updates"])
         optimizer.load_state_dict(ckpt["optimizer"])
         balancer.load_state_dict(ckpt["balancer"])
+        if precision.scaler is not None and "scaler" in ckpt:
+            precision.scaler.load_state_dict(ckpt["scaler"])
         sampler.load_state_dict(ckpt["sampler"])
         set_rng_states(ckpt["rng"])
         final.calibrated_conf = dict(progress.calibrated_conf)
         log(f"resumed {run_dir} at epoch {progress.epoch}, step {progress.in_epoch}/{steps} of it")
     else:
-        run_dir = new_run_dir(cfg.project / cfg.name)
-        (run_dir / "weights").mkdir(parents=True)
-    atomic_write_text(run_dir / "config.yaml", dump_config(cfg.model_copy(update={"train": _without_resume(cfg)})))
-    log(f"run: {run_dir}  device: {device}")
+        run_dir = dist.broadcast_object(new_run_dir(cfg.project / cfg.name) if dist.main else None)
+        if dist.main:
+            (run_dir / "weights").mkdir(parents=True)
+    if dist.main:
+        saved = cfg.model_copy(update={"train": _without_resume(cfg)})
+        atomic_write_text(run_dir / "config.yaml", dump_config(saved))
+    log(f"run: {run_dir}  device: {device}  precision: {precision.name}" + f"  processes: {dist.world}" * dist.enabled)
+    run_log.start(run_dir)
     source_heads = cfg.source_heads()
     total_steps, warmup = cfg.train.epochs * steps, round(cfg.train.warmup_epochs * steps)
     results_csv = run_dir / "results.csv"
-    _write_csv(results_csv, progress.rows, _csv_columns(cfg))  # a resumed run's rows up to its checkpoint
+    if dist.main:
+        write_results_csv(results_csv, progress.rows, csv_columns(cfg))  # a resumed run's rows up to its checkpoint
     ckpt_file = checkpoint_path(run_dir)
 
     def save_checkpoint_now(epoch_start_sampler: dict) -> None:
+        if not dist.main:  # every rank holds the same state; one writes it
+            return
         progress.calibrated_conf = dict(final.calibrated_conf)
         parts = {"model": model, "optimizer": optimizer, "balancer": balancer}
+        if precision.scaler is not None:
+            parts["scaler"] = precision.scaler
         if ema is not None:
             parts |= {"ema": ema.ema, "ema_updates": dict(ema.updates)}
         save_checkpoint(ckpt_file, progress, epoch_start_sampler, **parts)
@@ -134,7 +157,10 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
                 log(f"  mosaic off for the last {cfg.augment.close_mosaic} epochs")
             for ds in train_sets:
                 ds.mosaic = cfg.augment.mosaic if mosaic and ds.augment is not None and not ds.image_heads else 0.0
-            loader, mosaic_on = make_loader(train_sets, sampler, cfg.train.workers, cfg.train.seed), mosaic
+            loader, mosaic_on = (
+                make_loader(train_sets, sampler, cfg.train.workers, cfg.train.seed, dist, device.type == "cuda"),
+                mosaic,
+            )
         frozen = frozen_at(cfg, epoch)
         if frozen != model.frozen:
             log(f"  phase from epoch {epoch}: frozen: {', '.join(frozen) or 'nothing'}")
@@ -146,27 +172,33 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
         # Resumed mid-epoch: the sampler is back at the epoch's start; the batches already done are drawn, not loaded.
         sampler.skip_next(progress.in_epoch)
         t0, last_save = time.time() - progress.epoch_seconds, time.time()
-        bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.train.epochs}", leave=True, dynamic_ncols=True)
+        bar = tqdm(loader, f"epoch {epoch}/{cfg.train.epochs}", leave=True, dynamic_ncols=True, disable=not dist.main)
         bar.update(progress.in_epoch)
         for batch in bar:
+            run_log.train_batch(progress.step, batch)  # train_batch0..2.jpg: the run's first batches, augmented
             lr = cfg.train.lr * lr_factor(progress.step, total_steps, warmup, cfg.train)
             set_lr(optimizer, lr)
             try:
                 losses = train_step(
                     model,
                     optimizer,
-                    batch.to(device),
+                    batch.to(device, cfg.train.channels_last),
                     source_heads,
                     cfg.train.grad_clip,
                     balancer,
                     distiller,
                     cfg.train.balance.trunk,
+                    dist,
+                    precision,
                 )
             except NonFiniteStep as bad:  # nothing was updated: count it, and stop if it keeps happening
                 _count_bad_step(cfg, progress, bad, epoch, ckpt_file, log)
+            except torch.cuda.OutOfMemoryError:
+                raise TrainingStopped(_out_of_memory(cfg, device, ckpt_file)) from None
             else:
+                dist.broadcast_buffers(model)  # BatchNorm statistics: rank 0's everywhere, so the ranks stay identical
                 if ema is not None:
-                    ema.update(model, losses)  # the heads that had samples in this step
+                    ema.update(model, losses)  # the heads that had samples in this step (on any rank)
                 progress.bad_in_a_row = 0
                 for head, value in losses.items():
                     progress.sums[head] = progress.sums.get(head, 0.0) + value
@@ -180,6 +212,7 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
                 save_checkpoint_now(epoch_start_sampler)
                 last_save = time.time()
         bar.close()
+        balance_now = balancer.weights_now()  # the weights this epoch's steps used (before DWA moves them)
         balancer.end_epoch({h: progress.sums[h] / progress.counts[h] for h in progress.sums})
         if progress.bad_steps:
             counts = ", ".join(f"{h} {n}" for h, n in progress.bad_steps.items())
@@ -188,14 +221,15 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
             n, first = len(progress.skipped), progress.skipped[0]
             log(f"  skipped: {n} x image failed to decode (replaced by another sample), e.g. {first}")
 
-        row: dict[str, float | int | str] = dict.fromkeys(_csv_columns(cfg), "")
+        row: dict[str, float | int | str] = dict.fromkeys(csv_columns(cfg), "")
         row.update({"epoch": epoch, "lr": f"{lr:.6g}", "time_s": round(time.time() - t0, 1)})
         row["skipped_images"] = len(progress.skipped)
         row.update({f"loss/{h}": round(float(progress.sums[h] / progress.counts[h]), 4) for h in progress.sums})
         row.update({f"bad_steps/{h}": progress.bad_steps.get(h, 0) for h in cfg.heads})
-        if val_sets and (epoch % cfg.eval.every == 0 or epoch == cfg.train.epochs):
+        row.update({f"balance/{h}": round(w, 4) for h, w in balance_now.items()})
+        if dist.main and val_sets and (epoch % cfg.eval.every == 0 or epoch == cfg.train.epochs):
             t_eval = time.time()
-            metrics = evaluate(final, cfg, val_sets, device)
+            metrics = evaluate(final, cfg, val_sets, device, run_log.details())
             row["eval_s"] = round(time.time() - t_eval, 1)
             log(format_table(metrics))
             for h, m in metrics.items():
@@ -209,18 +243,24 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
             score = float(fitness(metrics, cfg.heads))
             if progress.best_fitness is None or score > progress.best_fitness:
                 progress.best_fitness = score
-                _save_final(final, run_dir / "weights" / "best.safetensors", epoch)
-        _save_final(final, run_dir / "weights" / "last.safetensors", epoch)
+                save_final_weights(final, run_dir / "weights" / "best.safetensors", epoch)
+        if dist.main:
+            save_final_weights(final, run_dir / "weights" / "last.safetensors", epoch)
         # The epoch is done: its row is kept in the checkpoint, and lands in results.csv after the weights.
         progress.rows.append(row)
         progress.start_epoch(epoch + 1)
         save_checkpoint_now(sampler.state_dict())
-        _write_csv(results_csv, progress.rows, _csv_columns(cfg))
-    if progress.best_fitness is None:  # never evaluated (no val data, or no epochs): best is the final model
+        if dist.main:
+            write_results_csv(results_csv, progress.rows, csv_columns(cfg))
+        run_log.epoch_end(epoch, progress.rows)  # results.png, this evaluation's pictures, TensorBoard
+    run_log.close()
+    # Never evaluated (no val data, or no epochs): best is the final model.
+    if dist.main and progress.best_fitness is None:
         names = ("best",) if cfg.train.epochs else ("best", "last")
         for name in names:
-            _save_final(final, run_dir / "weights" / f"{name}.safetensors", cfg.train.epochs)
+            save_final_weights(final, run_dir / "weights" / f"{name}.safetensors", cfg.train.epochs)
     log(f"done: {run_dir / 'weights' / 'best.safetensors'}  results: {results_csv}")
+    dist.barrier()  # every rank returns once rank 0 has written the run's last files
     return run_dir
 
 
@@ -249,12 +289,23 @@ def _count_bad_step(
         )
 
 
-def _save_final(model: HydraDetector, path: Path, epoch: int) -> None:
-    """best / last weights, never with NaN or inf in them (the step guard should make that impossible)."""
-    bad = [n for n, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
-    if bad:
-        raise TrainingStopped(f"not writing {path}: {len(bad)} tensors hold NaN or inf (e.g. {bad[0]})")
-    save_weights(model, path, {"epoch": epoch})
+def _out_of_memory(cfg: Config, device: torch.device, ckpt: Path) -> str:
+    smaller = max(1, cfg.train.batch // 2)
+    return (
+        f"out of memory on {device} with train.batch={cfg.train.batch} at model.imgsz={cfg.model.imgsz}: start again "
+        f"with train.batch={smaller} or a smaller model.imgsz (e.g. {cfg.model.imgsz * 3 // 4 // 32 * 32}), or "
+        f"train.amp=bf16 / fp16 if it is off (a resumed run keeps its batch and size; {ckpt} keeps the weights so "
+        f"far: model.init=... starts a new run from them)"
+    )
+
+
+def _silent(_: str) -> None:
+    pass
+
+
+def _without_pictures(cfg: Config) -> Config:
+    """Ranks other than 0 draw and log nothing."""
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"plots": False, "tensorboard": False})})
 
 
 def _without_resume(cfg: Config) -> Any:
@@ -262,16 +313,22 @@ def _without_resume(cfg: Config) -> Any:
 
 
 def make_loader(
-    train_sets: list[SourceDataset], sampler: SourceBatchSampler, workers: int, seed: int = 0
+    train_sets: list[SourceDataset],
+    sampler: SourceBatchSampler,
+    workers: int,
+    seed: int = 0,
+    dist: Dist | None = None,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """Every source's train split as one stream; the sampler decides how they mix into batches, and each sample's
     augmentation is seeded from its batch number (data/seeding.py), whichever worker makes it."""
     return DataLoader(
         SeededDataset(ConcatDataset(train_sets)),
-        batch_sampler=SeededBatches(sampler, seed),
+        batch_sampler=SeededBatches(sampler, seed, *((dist.rank, dist.world) if dist else (0, 1))),
         collate_fn=collate,
         num_workers=workers,
         persistent_workers=workers > 0,
+        pin_memory=pin_memory,  # page-locked batches: the copy to the GPU runs beside the step (non_blocking)
     )
 
 
@@ -321,42 +378,7 @@ def _first(places: list[str] | None) -> str:
     return f", e.g. {places[0]}" if places else ""
 
 
-def _csv_columns(cfg: Config) -> list[str]:
-    """Fixed up front, so that rows without evaluation (eval.every > 1) keep the columns aligned."""
-    cols = ["epoch", "lr", "time_s", "skipped_images", *(f"loss/{h}" for h in cfg.heads)]
-    cols += [*(f"bad_steps/{h}" for h in cfg.heads), "eval_s"]
-    return cols + [f"{h}/{m}" for h, head in cfg.heads.items() for m in METRICS[head.task]]
-
-
-def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    """results.csv rewritten whole (crash-safe) from the rows the checkpoint keeps: a resumed run never
-    duplicates or loses a row."""
-    out = io.StringIO()
-    w = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(path, out.getvalue())
-
-
-def new_run_dir(base: Path) -> Path:
-    """base, or base2, base3, ... if taken: runs never overwrite each other."""
-    if not base.exists():
-        return base
-    n = 2
-    while base.with_name(f"{base.name}{n}").exists():
-        n += 1
-    return base.with_name(f"{base.name}{n}")
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def device_from(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device: cuda was asked for but no CUDA device is available; use cpu or auto")
-    return torch.device(name)
