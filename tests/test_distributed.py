@@ -57,7 +57,7 @@ def _worker(rank: int, port: int, scenario: str, out: str) -> None:
     torch.set_num_threads(1)
     torch_dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
-        result = SCENARIOS[scenario](Dist(rank, WORLD, rank))
+        result = SCENARIOS[scenario](Dist(rank, WORLD, rank), Path(out))
         torch.save(result, Path(out) / f"rank{rank}.pt")
     finally:
         torch_dist.destroy_process_group()
@@ -128,11 +128,26 @@ def _k_mixed_steps(dist: Dist) -> dict:
     return {"model": snapshot(model), "running_fg": [float(h.running_fg) for h in model.heads.values()]}
 
 
+def _sharded_evaluation(dist: Dist, out: Path) -> dict:
+    from hydradet.config import load_config
+    from hydradet.data.dataset import split_datasets
+    from hydradet.eval.evaluate import evaluate
+
+    cfg = load_config(
+        out / "world" / "hydradet.yaml", ["model.backbone_weights=null", "model.imgsz=96", "eval.conf=0.0"]
+    )
+    model = tiny_model(cfg)
+    return evaluate(
+        model, cfg, split_datasets(cfg, "val"), torch.device("cpu"), None, (dist.rank, dist.world), dist.all_gather
+    )
+
+
 SCENARIOS = {
-    "alternate": _alternate_animals,
-    "alternate_uncertainty": lambda d: _alternate_animals(d, "uncertainty"),
-    "mixed": _mixed_one_step,
-    "k_steps": _k_mixed_steps,
+    "alternate": lambda d, _: _alternate_animals(d),
+    "alternate_uncertainty": lambda d, _: _alternate_animals(d, "uncertainty"),
+    "mixed": lambda d, _: _mixed_one_step(d),
+    "k_steps": lambda d, _: _k_mixed_steps(d),
+    "evaluate": _sharded_evaluation,
 }
 
 
@@ -202,3 +217,46 @@ def test_torchrun_trains_end_to_end_and_only_rank_0_writes(tmp_path: Path):
     assert done.stdout.count("done:") == 1  # only rank 0 logs
     rows = (run / "results.csv").read_text().splitlines()
     assert len(rows) == 3
+
+
+def test_a_two_rank_run_killed_mid_epoch_resumes_to_the_bit_identical_end_state(tmp_path: Path):
+    """(e) torchrun with 2 gloo ranks, SIGKILL to the whole process group inside epoch 2, `--resume` with 2 ranks:
+    the end state equals the uninterrupted 2-rank run's, bit for bit (test_resume.py's comparison)."""
+    from test_resume import RUN, _assert_same_state, _kill_mid_epoch
+
+    from hydradet.cli import main
+
+    world = tmp_path / "world"
+    assert main(["synth", str(world), "--train-images", "8", "--val-images", "4", "--seed", "5"]) == 0
+    torchrun = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def command(*args: str) -> list[str]:
+        return [*torchrun, "--master_port", str(_free_port()), "-m", "hydradet", "train", *args]
+
+    args = [str(world / "hydradet.yaml"), *RUN, "train.workers=0", f"project={tmp_path}"]
+    whole = subprocess.run(command(*args, "name=whole"), env=env, capture_output=True, text=True, timeout=900)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    _kill_mid_epoch(command(*args, "name=killed"), tmp_path / "killed", epoch=2, env=env)
+    resumed = subprocess.run(command("--resume", str(tmp_path / "killed")), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _assert_same_state(tmp_path / "whole", tmp_path / "killed")
+
+
+def test_evaluation_sharded_over_two_ranks_equals_one_process(tmp_path: Path, one_thread):
+    """Item 3: each rank evaluates every other image; the gathered metrics equal one process's, exactly."""
+    from hydradet.cli import main
+    from hydradet.config import load_config
+    from hydradet.data.dataset import split_datasets
+    from hydradet.eval.evaluate import evaluate
+
+    assert main(["synth", str(tmp_path / "world"), "--train-images", "2", "--val-images", "7", "--seed", "2"]) == 0
+    r0, r1 = _spawn("evaluate", tmp_path)
+    cfg = load_config(
+        tmp_path / "world" / "hydradet.yaml", ["model.backbone_weights=null", "model.imgsz=96", "eval.conf=0.0"]
+    )
+    one = evaluate(tiny_model(cfg), cfg, split_datasets(cfg, "val"), torch.device("cpu"))
+    assert r0.keys() == r1.keys() == one.keys() and one["person"]["images"] == 7
+    for head in one:  # equal up to NaN (a size with no object) and float noise of other batch compositions
+        for r in (r0, r1):
+            assert r[head] == pytest.approx(one[head], rel=1e-6, nan_ok=True), head

@@ -5,6 +5,7 @@ uncertainty balancing (learned s_i) and with alternate sampling plus DWA (a loss
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import signal
@@ -38,9 +39,10 @@ def _ckpt(run: Path) -> dict:
     return torch.load(run / "weights" / CHECKPOINT, map_location="cpu", weights_only=True)
 
 
-def _kill_mid_epoch(cmd: list[str], run: Path, epoch: int) -> dict:
-    """Start the CLI run, SIGKILL it as soon as a checkpoint shows it inside `epoch` (not at its start or end)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _kill_mid_epoch(cmd: list[str], run: Path, epoch: int, env: dict | None = None) -> dict:
+    """Start the CLI run, SIGKILL it (and every process it started: torchrun's workers, loader workers) as soon as
+    a checkpoint shows it inside `epoch` (not at its start or end)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     ckpt_file, seen = run / "weights" / CHECKPOINT, None
     try:
         deadline = time.time() + 600
@@ -49,14 +51,34 @@ def _kill_mid_epoch(cmd: list[str], run: Path, epoch: int) -> dict:
                 seen = ckpt_file.stat().st_mtime_ns
                 progress = _ckpt(run)["progress"]
                 if progress["epoch"] == epoch and 0 < progress["in_epoch"] < STEPS:
-                    proc.send_signal(signal.SIGKILL)
+                    _kill_tree(proc.pid)
                     proc.wait()
                     return progress
             time.sleep(0.02)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            _kill_tree(proc.pid)
     raise AssertionError(f"the run ended (code {proc.returncode}) before it could be killed inside epoch {epoch}")
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants at once (torchrun starts its workers in sessions of their own,
+    so killing its process group would leave them running). Linux: parents read from /proc/PID/stat."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += children.get(p, [])
+    for p in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
 
 
 def _assert_same_state(a: Path, b: Path) -> None:

@@ -8,12 +8,14 @@ error in the label's units.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from hydradet.config.schema import Config, HeadConfig
@@ -57,12 +59,19 @@ def evaluate(
     val_sets: list[SourceDataset],
     device: torch.device,
     details: EvalDetails | None = None,
+    shard: tuple[int, int] = (0, 1),
+    gather: Callable[[Any], list[Any]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """head -> its metrics (METRICS[task]) and "images", over the val splits of the sources that label it.
 
     Only the heads both the model and cfg have are evaluated (`hydradet val` may give a config with fewer heads
     than the model). A progress bar (images) on stderr, erased when done so that training logs stay one line per
-    epoch. `details`, if given, is filled with what the pictures of the evaluation need (EvalDetails)."""
+    epoch. `details`, if given, is filled with what the pictures of the evaluation need (EvalDetails).
+
+    Several processes: shard=(rank, world) evaluates every world-th image of each val set from `rank` on, and
+    `gather` (all-gather of a Python object, train/distributed.py) brings every rank's per-image results together
+    in the images' order, so the metrics equal one process's. Every rank must call it; the metrics are complete on
+    every rank."""
     was_training = model.training
     model.eval()
     shared = [h for h in model.heads if h in cfg.heads]
@@ -71,12 +80,16 @@ def evaluate(
     preds: dict[str, list[ImageBoxes]] = {h: [] for h in shared}
     # Image-level heads: per image, (truth, prediction): class ids (classify) or values (regress).
     pairs: dict[str, list[tuple[float, float]]] = {h: [] for h in shared}
-    with tqdm(total=sum(len(ds) for ds in val_sets), desc="val", unit="img", leave=False, dynamic_ncols=True) as bar:
-        for ds in val_sets:
+    order: dict[str, list[tuple[int, int]]] = {h: [] for h in shared}  # (val set, image) of each entry above
+    rank, world = shard
+    total = sum(len(range(rank, len(ds), world)) for ds in val_sets)
+    with tqdm(total=total, desc="val", unit="img", leave=False, dynamic_ncols=True, disable=rank > 0) as bar:
+        for s, ds in enumerate(val_sets):
             heads = [h for h in cfg.sources[ds.source].heads() if h in tasks]
             bar.set_postfix_str(ds.source)
+            part = ds if world == 1 else Subset(ds, range(rank, len(ds), world))
             loader = DataLoader(
-                ds, batch_size=cfg.eval.batch, collate_fn=collate, num_workers=min(cfg.train.workers, 2)
+                part, batch_size=cfg.eval.batch, collate_fn=collate, num_workers=min(cfg.train.workers, 2)
             )
             for k, batch in enumerate(loader):
                 outputs = model(batch.images.to(device), dict.fromkeys(heads))
@@ -92,6 +105,7 @@ def evaluate(
                     # Ground truth straight from the records, in original pixels: only predictions travel back.
                     targets = ds.head_targets(batch.indices[i], size)
                     for head in heads:
+                        order[head].append((s, batch.indices[i]))
                         if tasks[head] == "classify":
                             pairs[head].append((int(targets[head]["label"]), int(dets[head][i].argmax())))
                             continue
@@ -104,6 +118,8 @@ def evaluate(
                         preds[head].append(ImageBoxes(boxes.numpy(), d.labels.cpu().numpy(), d.scores.cpu().numpy()))
                 bar.update(len(batch.indices))
     model.train(was_training)
+    if world > 1 and gather is not None:
+        gts, preds, pairs = _merged(gather((order, gts, preds, pairs)), shared)
     results = {}
     for head in shared:
         if gts[head]:
@@ -121,6 +137,17 @@ def evaluate(
     if details is not None:
         details.gts, details.preds, details.pairs = gts, preds, pairs
     return results
+
+
+def _merged(parts: list[Any], heads: list[str]) -> tuple[dict, dict, dict]:
+    """Every rank's (order, gts, preds, pairs), merged per head and sorted into the images' order: pycocotools
+    breaks score ties by image order, so the same order gives the same metrics as one process."""
+    merged: tuple[dict, dict, dict] = ({}, {}, {})
+    for head in heads:
+        for j in range(3):
+            entries = [(o, v) for order, *lists in parts for o, v in zip(order[head], lists[j][head], strict=False)]
+            merged[j][head] = [v for _, v in sorted(entries, key=lambda e: e[0])]
+    return merged
 
 
 def _shown(batch: Batch, heads: list[str], tasks: dict[str, str], dets: dict) -> ShownBatch:

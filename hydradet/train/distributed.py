@@ -20,6 +20,7 @@ knows which heads each rank ran, so it reduces explicitly, after backward, in `r
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -97,6 +98,14 @@ class Dist:
         torch_dist.broadcast_object_list(box, 0)
         return box[0]
 
+    def all_gather(self, obj: Any) -> list[Any]:
+        """Every rank's `obj`, in rank order, on every rank (e.g. an evaluation's per-image results)."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        torch_dist.all_gather_object(out, obj)
+        return out
+
     def barrier(self) -> None:
         if self.enabled:
             torch_dist.barrier()
@@ -112,8 +121,13 @@ def from_environment(device: torch.device) -> Dist:
     if world <= 1:
         return Dist()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        torch.cuda.set_device(local_rank)  # NCCL's object collectives use the current device
     if not torch_dist.is_initialized():
-        torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # Rank 0 alone writes checkpoints and pictures while the others wait at the next collective: a generous
+        # timeout, so that a slow save on a shared filesystem is not taken for a dead rank.
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch_dist.init_process_group(backend, timeout=datetime.timedelta(hours=1))
     return Dist(rank, world, local_rank)
 
 

@@ -227,9 +227,11 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
         row.update({f"loss/{h}": round(float(progress.sums[h] / progress.counts[h]), 4) for h in progress.sums})
         row.update({f"bad_steps/{h}": progress.bad_steps.get(h, 0) for h in cfg.heads})
         row.update({f"balance/{h}": round(w, 4) for h, w in balance_now.items()})
-        if dist.main and val_sets and (epoch % cfg.eval.every == 0 or epoch == cfg.train.epochs):
+        if val_sets and (epoch % cfg.eval.every == 0 or epoch == cfg.train.epochs):
             t_eval = time.time()
-            metrics = evaluate(final, cfg, val_sets, device, run_log.details())
+            # Several processes: each evaluates its share of the images; the metrics are gathered on every rank.
+            shard = (dist.rank, dist.world)
+            metrics = evaluate(final, cfg, val_sets, device, run_log.details(), shard, dist.all_gather)
             row["eval_s"] = round(time.time() - t_eval, 1)
             log(format_table(metrics))
             for h, m in metrics.items():
@@ -243,7 +245,8 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
             score = float(fitness(metrics, cfg.heads))
             if progress.best_fitness is None or score > progress.best_fitness:
                 progress.best_fitness = score
-                save_final_weights(final, run_dir / "weights" / "best.safetensors", epoch)
+                if dist.main:
+                    save_final_weights(final, run_dir / "weights" / "best.safetensors", epoch)
         if dist.main:
             save_final_weights(final, run_dir / "weights" / "last.safetensors", epoch)
         # The epoch is done: its row is kept in the checkpoint, and lands in results.csv after the weights.
