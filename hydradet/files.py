@@ -67,10 +67,18 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     return stale
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# Read once at import, before any other thread could create a file while the umask is briefly 0.
+_UMASK = _read_umask()
+
+
+def _umask() -> int:
+    return _UMASK
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -86,8 +86,9 @@ def set_rng_states(states: dict[str, Any]) -> None:
     np_state["state"] = {**np_state["state"], "key": np.asarray(np_state["state"]["key"], dtype=np.uint32)}
     np.random.set_state(np_state)
     torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    if states["cuda"] and torch.cuda.is_available():  # a machine with fewer GPUs takes the first ones' states
+        for i, state in enumerate(states["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state, i)
 
 
 def save_checkpoint(path: Path, progress: Progress, sampler_state: dict[str, Any], **parts: Any) -> None:

@@ -48,7 +48,7 @@ def precision_for(amp: str, device: torch.device) -> Precision:
     if amp == "auto":
         if kind != "cuda":
             return Precision(None, kind)
-        amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        amp = "bf16" if _native_bf16() else "fp16"
     if amp == "off":
         return Precision(None, kind)
     if amp == "bf16":
@@ -56,6 +56,14 @@ def precision_for(amp: str, device: torch.device) -> Precision:
     if not hasattr(torch, "amp") or not hasattr(torch.amp, "GradScaler"):
         raise ConfigError("train.amp: fp16 needs torch >= 2.3 (torch.amp.GradScaler); use bf16 or off")
     return Precision(torch.float16, kind, torch.amp.GradScaler(kind))
+
+
+def _native_bf16() -> bool:
+    """bf16 in hardware (compute capability 8+); older GPUs emulate it slowly, where fp16 + GradScaler wins."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch < 2.4 has no including_emulation and answers for hardware support only
+        return torch.cuda.is_bf16_supported()
 
 
 def to_fp32(output: Any) -> Any:

@@ -119,12 +119,15 @@ def trunk_scales(model: HydraDetector, rows: Mapping[str, Tensor]) -> dict[str, 
 
 
 class NonFiniteStep(Exception):
-    """A step whose loss or gradient was NaN or inf, skipped: no optimizer step, every gradient cleared.
-    `heads`: the heads whose loss or own gradient was non-finite (all active heads when only the trunk's was)."""
+    """A step whose loss or gradient was NaN or inf, skipped: no optimizer step, every gradient cleared, every
+    buffer the forward moved (BatchNorm statistics, running positive counts) put back.
+    `heads`: the heads whose loss or own gradient was non-finite (all active heads when only the trunk's was).
+    `overflow`: an fp16 gradient overflow, which the GradScaler answers by lowering its scale (routine while it
+    settles), not a diverging loss."""
 
-    def __init__(self, heads: list[str], what: str) -> None:
+    def __init__(self, heads: list[str], what: str, overflow: bool = False) -> None:
         super().__init__(f"non-finite {what} in head(s) {', '.join(heads)}")
-        self.heads, self.what = heads, what
+        self.heads, self.what, self.overflow = heads, what, overflow
 
 
 def train_step(
@@ -153,6 +156,9 @@ def train_step(
     backward and the gradients unscaled before the guard, so an overflow is a skipped step like any other."""
     dist = dist or Dist()
     scaler = precision.scaler if precision is not None else None
+    # The forward moves buffers (BatchNorm statistics, each detect head's running positive count): kept, so that
+    # a skipped step can put them back; a NaN forward would otherwise leave NaN statistics for good.
+    buffers = [b.detach().clone() for b in model.buffers()]
     losses = head_losses(model, batch, source_heads, distiller, trunk, dist, precision)
     totals = {head: sum(terms.values()) for head, terms in losses.items()}
     # The step's heads: those with a loss on any rank (one process: those with a loss here).
@@ -165,6 +171,7 @@ def train_step(
     finite = {h: float(bool(torch.isfinite(totals[h]).all())) if h in totals else 1.0 for h in active}
     bad = [h for h, ok in zip(active, dist.sum(list(finite.values())), strict=True) if ok < dist.world]
     if bad:
+        _restore(model, buffers)
         raise NonFiniteStep(bad, "loss")
     if totals:  # a rank may hold no sample of any head in a mixed batch; it still takes part in the sums
         if balancer is None:
@@ -188,7 +195,10 @@ def train_step(
         clear_grads(model)
         if balancer is not None:
             clear_grads(balancer)
-        raise NonFiniteStep(bad, "gradient (fp16 overflow; the GradScaler lowers its scale)" if scaler else "gradient")
+        _restore(model, buffers)
+        if scaler is not None:
+            raise NonFiniteStep(bad, "gradient (fp16 overflow; the GradScaler lowers its scale)", overflow=True)
+        raise NonFiniteStep(bad, "gradient")
     if grad_clip > 0:
         clip_grads([model.backbone, model.neck], model.heads, active, grad_clip)
     if scaler is not None:
@@ -200,6 +210,12 @@ def train_step(
         values = [float(totals[h].detach()) if h in totals else 0.0 for h in active]  # type: ignore[union-attr]
         return dict(zip(active, dist.sum(values), strict=True))
     return {head: float(total.detach()) for head, total in totals.items()}  # type: ignore[union-attr]
+
+
+def _restore(model: HydraDetector, buffers: list[Tensor]) -> None:
+    with torch.no_grad():
+        for b, saved in zip(model.buffers(), buffers, strict=True):
+            b.copy_(saved)
 
 
 def _nonfinite_gradients(model: HydraDetector, active: list[str], balancer: Balancer | None) -> list[str]:

@@ -99,7 +99,11 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
     progress = Progress()
     if cfg.train.resume is not None:
         run_dir = cfg.train.resume
-        for stale in remove_stale_temporaries(run_dir / "weights") + remove_stale_temporaries(run_dir):
+        # rank 0 only: another rank could otherwise delete a temporary rank 0 is about to rename
+        leftovers = (
+            remove_stale_temporaries(run_dir / "weights") + remove_stale_temporaries(run_dir) if dist.main else []
+        )
+        for stale in leftovers:
             log(f"removed {stale.name}, left by a write the stop interrupted")
         ckpt = load_checkpoint(checkpoint_path(run_dir))
         progress = ckpt["progress"]
@@ -172,8 +176,10 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
         # Resumed mid-epoch: the sampler is back at the epoch's start; the batches already done are drawn, not loaded.
         sampler.skip_next(progress.in_epoch)
         t0, last_save = time.time() - progress.epoch_seconds, time.time()
-        bar = tqdm(loader, f"epoch {epoch}/{cfg.train.epochs}", leave=True, dynamic_ncols=True, disable=not dist.main)
-        bar.update(progress.in_epoch)
+        desc = f"epoch {epoch}/{cfg.train.epochs}"
+        bar = tqdm(
+            loader, desc, steps, leave=True, dynamic_ncols=True, disable=not dist.main, initial=progress.in_epoch
+        )
         for batch in bar:
             run_log.train_batch(progress.step, batch)  # train_batch0..2.jpg: the run's first batches, augmented
             lr = cfg.train.lr * lr_factor(progress.step, total_steps, warmup, cfg.train)
@@ -207,7 +213,9 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
             progress.skipped += batch.skipped
             progress.step += 1
             progress.in_epoch += 1
-            if progress.in_epoch < steps and time.time() - last_save >= cfg.train.save_period * 60:
+            # Not inside a run of non-finite steps: the checkpoint to resume from (lower lr) stays the last good one.
+            due = time.time() - last_save >= cfg.train.save_period * 60 and not progress.bad_in_a_row
+            if progress.in_epoch < steps and due:
                 progress.epoch_seconds = time.time() - t0
                 save_checkpoint_now(epoch_start_sampler)
                 last_save = time.time()
@@ -223,7 +231,7 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
 
         row: dict[str, float | int | str] = dict.fromkeys(csv_columns(cfg), "")
         row.update({"epoch": epoch, "lr": f"{lr:.6g}", "time_s": round(time.time() - t0, 1)})
-        row["skipped_images"] = len(progress.skipped)
+        row["skipped_images"] = int(dist.sum([len(progress.skipped)])[0])  # every rank's replaced images
         row.update({f"loss/{h}": round(float(progress.sums[h] / progress.counts[h]), 4) for h in progress.sums})
         row.update({f"bad_steps/{h}": progress.bad_steps.get(h, 0) for h in cfg.heads})
         row.update({f"balance/{h}": round(w, 4) for h, w in balance_now.items()})
@@ -273,9 +281,10 @@ def _count_bad_step(
     """A skipped non-finite step: counted per head; `train.max_bad_steps` in a row stop the run (TrainingStopped)."""
     for head in bad.heads:
         progress.bad_steps[head] = progress.bad_steps.get(head, 0) + 1
-    progress.bad_in_a_row += 1
+    if not bad.overflow:  # fp16 overflows are the GradScaler's business (it lowers its scale), not divergence
+        progress.bad_in_a_row += 1
     where = f"epoch {epoch}, step {progress.in_epoch + 1}"
-    if progress.bad_in_a_row == 1:
+    if progress.bad_in_a_row == 1 or (bad.overflow and progress.bad_steps[bad.heads[0]] == 1):
         log(f"  warning: non-finite {bad.what} in head(s) {', '.join(bad.heads)} at {where}: step skipped")
     if progress.bad_in_a_row >= cfg.train.max_bad_steps:
         run_dir = ckpt.parent.parent
