@@ -260,3 +260,17 @@ def test_evaluation_sharded_over_two_ranks_equals_one_process(tmp_path: Path, on
     for head in one:  # equal up to NaN (a size with no object) and float noise of other batch compositions
         for r in (r0, r1):
             assert r[head] == pytest.approx(one[head], rel=1e-6, nan_ok=True), head
+
+
+def test_what_several_processes_cannot_do_is_refused_before_any_work():
+    from hydradet.errors import ConfigError
+    from hydradet.train.distributed import check_distributable
+
+    two = Dist(0, 2, 0)
+    with pytest.raises(ConfigError, match=r"train\.batch: 5 is the global batch"):
+        check_distributable(tiny_config("train.batch=5"), two, torch.device("cpu"))
+    with pytest.raises(ConfigError, match="pcgrad"):
+        check_distributable(tiny_config("train.balance.method=pcgrad"), two, torch.device("cpu"))
+    with pytest.raises(ConfigError, match="syncbatch needs GPU processes"):
+        check_distributable(tiny_config("model.backbone_norm=syncbatch"), two, torch.device("cpu"))
+    check_distributable(tiny_config("train.batch=4"), two, torch.device("cpu"))  # fine

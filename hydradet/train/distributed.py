@@ -148,8 +148,13 @@ def rank_device(device: torch.device, dist: Dist) -> torch.device:
     return torch.device("cuda", dist.local_rank) if device.type == "cuda" else device
 
 
-def check_distributable(cfg: Any, dist: Dist) -> None:
+def check_distributable(cfg: Any, dist: Dist, device: torch.device) -> None:
     """ConfigError, before any work, for what several processes cannot do (yet): names the key and the fix."""
+    if cfg.model.backbone_norm == "syncbatch" and device.type != "cuda":
+        raise ConfigError(
+            "model.backbone_norm: syncbatch needs GPU processes (torch's SyncBatchNorm has no CPU version); "
+            "use batch or frozen on the CPU"
+        )
     if cfg.train.batch % dist.world:
         raise ConfigError(
             f"train.batch: {cfg.train.batch} is the global batch and must split evenly over {dist.world} processes; "

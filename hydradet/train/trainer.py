@@ -55,7 +55,7 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
     dist = from_environment(device)
     if dist.enabled:
         device, log = rank_device(device, dist), (log if dist.main else _silent)
-        check_distributable(cfg, dist)
+        check_distributable(cfg, dist, device)
     # Pictures and TensorBoard (eval/run_log.py), rank 0 only; a missing optional package stops here.
     run_log = RunLog(cfg if dist.main else _without_pictures(cfg))
 
