@@ -228,7 +228,8 @@ def predict_latency(device: torch.device, quick: bool) -> list[str]:
             if "CUDAExecutionProvider" in ort.get_available_providers() or device.type == "cpu":
                 onnx = model.export("onnx", Path(tmp) / "m.onnx")
                 om = hydradet.load(onnx, device=str(device))
-                provider, ms = ort.get_available_providers()[0], _median_ms(lambda: om.predict(image))
+                provider = "CUDAExecutionProvider" if device.type == "cuda" else "CPUExecutionProvider"
+                ms = _median_ms(lambda: om.predict(image))
                 rows.append(f"| ONNX Runtime ({provider}) | {imgsz} | {ms:.1f} |")
         except Exception as e:  # optional backend: report, do not fail the check
             rows.append(f"| ONNX Runtime | {imgsz} | skipped: {type(e).__name__}: {str(e)[:80]} |")
