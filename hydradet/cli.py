@@ -50,16 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         help="score threshold: 0.3 or per head person=0.4,animal=0.3 "
         "(default: each head's calibrated conf in the weights, else predict.conf)",
     )
-    p.add_argument("--iou", default=None, help="NMS IoU: 0.5 or per head person=0.6,animal=0.5 (predict.iou)")
-    p.add_argument("--max-det", type=int, default=None, help="detections per image and head (predict.max_det)")
-    p.add_argument(
-        "--agnostic",
-        nargs="?",
-        const="true",
-        default=None,
-        help="class-agnostic NMS within a head (one box per object when its classes compete): alone for every "
-        "head, or person=true,animal=false (predict.agnostic)",
-    )
+    _add_nms_options(p, "image")
     p.add_argument("--heads", default=None, help="comma-separated heads to run (default: all); others do not run")
     p.add_argument("--imgsz", type=int, default=None, help="default: the model's")
     p.add_argument("--batch", type=int, default=8, help="images per forward pass")
@@ -95,16 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("weights", type=Path, help=".safetensors from train, or an export")
     p.add_argument("inputs", nargs="+", help="video files, folders or globs (quoted) of videos")
     p.add_argument("--conf", default=None, help="a head's threshold to start a track: 0.4 or person=0.4,animal=0.3")
-    p.add_argument("--iou", default=None, help="NMS IoU: 0.5 or per head person=0.6,animal=0.5 (predict.iou)")
-    p.add_argument("--max-det", type=int, default=None, help="detections per frame and head (predict.max_det)")
-    p.add_argument(
-        "--agnostic",
-        nargs="?",
-        const="true",
-        default=None,
-        help="class-agnostic NMS within a head (one box per object when its classes compete): alone for every "
-        "head, or person=true,animal=false (predict.agnostic)",
-    )
+    _add_nms_options(p, "frame")
     p.add_argument("--heads", default=None, help="comma-separated heads to run (default: all)")
     p.add_argument("--imgsz", type=int, default=None, help="default: the model's")
     p.add_argument("--batch", type=int, default=8, help="frames per forward pass")
@@ -149,6 +131,20 @@ def main(argv: list[str] | None = None) -> int:
     except _USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def _add_nms_options(p: argparse.ArgumentParser, unit: str) -> None:
+    """--iou, --max-det, --agnostic: the per-head NMS settings predict and track share (predict.* in default.yaml)."""
+    p.add_argument("--iou", default=None, help="NMS IoU: 0.5 or per head person=0.6,animal=0.5 (predict.iou)")
+    p.add_argument("--max-det", type=int, default=None, help=f"detections per {unit} and head (predict.max_det)")
+    p.add_argument(
+        "--agnostic",
+        nargs="?",
+        const="true",
+        default=None,
+        help="class-agnostic NMS within a head (one box per object when its classes compete): alone for every "
+        "head, or person=true,animal=false (predict.agnostic)",
+    )
 
 
 def _train(args: argparse.Namespace) -> int:
