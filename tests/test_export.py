@@ -12,6 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import tiny_config, tiny_model
 from PIL import Image
 from test_infer_api import REAL, assert_same, needs_images, spread_model, synthetic_images, write_weights
 
@@ -101,6 +102,26 @@ def test_raw_export_with_nms_in_python_gives_the_same_detections(torch_model, we
     images = synthetic_images(3)
     raw = hydradet.load(path)
     assert_same(raw.predict(images, conf=0.3, iou=0.3), torch_model.predict(images, conf=0.3, iou=0.3))
+
+
+def test_the_default_layout_with_its_shared_tower_exports_to_the_same_raw_scores(tmp_path: Path):
+    # spread_model pins per-head towers; this is the default layout (the tower in the neck, shared by the heads).
+    cfg = tiny_config("model.backbone=shufflenet_v2_x0_5", "model.imgsz=128")
+    assert cfg.model.shared_convs > 0
+    net = tiny_model(cfg).eval()
+    path = export_onnx(net, tmp_path / "default.onnx", raw=True)
+    x = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        expected = net(x)
+    got = dict(zip(["person_boxes", "person_scores", "animal_boxes", "animal_scores"], _run(path, x), strict=True))
+    for head, out in expected.items():
+        scores = (out.cls_logits.sigmoid() * out.centerness.sigmoid()[..., None]).sqrt()
+        np.testing.assert_allclose(got[f"{head}_scores"], scores.numpy(), atol=1e-5)
+
+
+def _run(path: Path, x: torch.Tensor) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x.numpy()})
 
 
 def test_export_heads_person_contains_and_returns_only_person(torch_model, weights: Path):

@@ -220,12 +220,15 @@ def test_distillation_teaches_image_level_heads_on_rows_their_source_does_not_la
     """`train.distill_old_heads` with classify and regress heads: on a person-only batch the old image heads get
     their distill terms (zero while the student equals the teacher), steps pull a drifted head back toward the
     teacher, and the teacher itself never moves."""
-    # A small random-init ResNet, as written: the default pretrained ShuffleNet moves differently under lr 0.01.
+    # A small random-init ResNet with per-head towers, as written: the default pretrained ShuffleNet and shared tower
+    # move the trunk differently under lr 0.01.
     fixed = [
         "model.backbone=resnet18",
         "model.backbone_weights=null",
         "model.loss_norm=batch",
         "train.balance.trunk=sum",
+        "model.shared_convs=0",
+        "model.head_convs=2",
     ]
     cfg = load_config(MIXED, [*fixed, "model.imgsz=64", "model.neck_width=16", "train.lr=0.01"], check_paths=False)
     torch.manual_seed(0)

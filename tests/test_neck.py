@@ -26,14 +26,14 @@ def _k_heads(k: int, *overrides: str) -> HydraDetector:
 
 
 def test_the_shared_tower_is_trunk_and_without_it_tensor_names_are_unchanged():
-    plain = tiny_model(tiny_config())
+    plain = tiny_model(tiny_config("model.shared_convs=0", "model.head_convs=2"))
     shared = tiny_model(tiny_config("model.shared_convs=2", "model.head_convs=0"))
     assert not any(".tower." in k for k in plain.neck.state_dict())
     assert {k for k in shared.state_dict() if "tower" in k and k.startswith("neck.")} >= {"neck.tower.0.weight"}
     assert not any(k.startswith("heads.") and "tower.0" in k for k in shared.state_dict())
     # Weights written before the tower existed (shared_convs 0) load strictly into a model built today.
     shared_free = {k: v for k, v in plain.state_dict().items()}
-    tiny_model(tiny_config()).load_state_dict(shared_free, strict=True)
+    tiny_model(tiny_config("model.shared_convs=0", "model.head_convs=2")).load_state_dict(shared_free, strict=True)
 
 
 def test_with_the_tower_shared_each_extra_head_costs_at_most_15_percent_of_one_head_model_in_flops():
@@ -41,7 +41,8 @@ def test_with_the_tower_shared_each_extra_head_costs_at_most_15_percent_of_one_h
     eight = _flops(_k_heads(8, "model.shared_convs=2", "model.head_convs=0"))
     assert eight <= one * (1 + 0.15 * 7)
     # Per-head towers (the FCOS layout) cost far more per head: the test above can fail.
-    per_head_one, per_head_eight = _flops(_k_heads(1)), _flops(_k_heads(8))
+    per_head = ("model.shared_convs=0", "model.head_convs=2")
+    per_head_one, per_head_eight = _flops(_k_heads(1, *per_head)), _flops(_k_heads(8, *per_head))
     assert per_head_eight > per_head_one * (1 + 0.15 * 7)
 
 

@@ -25,7 +25,9 @@ class HydraDetector(nn.Module):
         self.model_cfg = model_cfg
         self.head_cfgs = dict(heads)
         self.backbone = Backbone(model_cfg.backbone, model_cfg.backbone_weights, model_cfg.backbone_norm)
-        self.neck = Neck(self.backbone.out_channels, model_cfg.neck_width, model_cfg.shared_convs)
+        # The shared tower serves detect heads only (see `forward`): without one it would be dead weight.
+        any_detect = any(h.task == "detect" for h in heads.values())
+        self.neck = Neck(self.backbone.out_channels, model_cfg.neck_width, model_cfg.shared_convs if any_detect else 0)
         self.heads = nn.ModuleDict({name: build_head(h, model_cfg) for name, h in heads.items()})
         # Detect head -> its F1-optimal confidence on its val data, set by training and kept in the weights'
         # metadata (`conf`): predict's default threshold for that head.
@@ -48,8 +50,9 @@ class HydraDetector(nn.Module):
         return self
 
     def features(self, images: Tensor) -> list[Tensor]:
+        """The FPN levels (strides 8, 16, 32; neck_width channels), before the neck's shared tower."""
         feats = self.backbone(images)
-        return list(self.neck({str(i): f for i, f in enumerate(feats)}).values())
+        return self.neck({str(i): f for i, f in enumerate(feats)})
 
     def forward(
         self,
@@ -66,9 +69,17 @@ class HydraDetector(nn.Module):
         """
         if rows is None:
             rows = dict.fromkeys(self.heads)
-        feats = self.features(images)
+        levels = self.features(images)
+        # Detect heads read the levels through the shared tower (model.shared_convs: their towers' first layers,
+        # paid once); classify / regress heads pool the FPN levels themselves: on the synthetic attribute set a
+        # tower between them cut ethnicity accuracy from 0.53 to chance after 4 epochs (tests/test_image_heads.py).
+        towered = None
         out = {}
         for name, idx in rows.items():
+            feats = levels
+            if isinstance(self.heads[name], DetectHead):
+                towered = self.neck.tower_levels(levels) if towered is None else towered
+                feats = towered
             head_feats = feats if idx is None else [f[idx] for f in feats]
             scale = (trunk_grad_scale or {}).get(name, 1.0)
             if scale != 1.0:
