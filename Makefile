@@ -20,11 +20,12 @@ demo: venv
 
 # The issue-4 benchmarks at their defaults (~30 min + a few minutes on 2 cores; BENCHMARKS.md). YOLO11n rows need
 # the benchmark-only extra: .venv/bin/pip install -e '.[bench]' (without it they are skipped with a note).
-SHARED_TOWER := model.shared_convs=2,model.head_convs=0
+# The defaults share the tower; per-head towers (FCOS's layout) are measured beside them.
+PER_HEAD_TOWERS := model.shared_convs=0,model.head_convs=2
 
 bench: venv
-	$(PY) benchmarks/partial_labels.py --variant "hydradet shared tower:$(SHARED_TOWER)" --out runs/bench/partial_labels
-	$(PY) benchmarks/heads_scaling.py --variant "default:" --variant "shared:$(SHARED_TOWER)" --out runs/bench/heads_scaling
+	$(PY) benchmarks/partial_labels.py --variant "hydradet per-head towers:$(PER_HEAD_TOWERS)" --out runs/bench/partial_labels
+	$(PY) benchmarks/heads_scaling.py --variant "default:" --variant "per-head towers:$(PER_HEAD_TOWERS)" --out runs/bench/heads_scaling
 
 # The real-photo benchmark (../shared/data): hydradet vs merged vs separate, each row trained with the default recipe
 # (BENCHMARKS.md). About 1.5 h on 2 cores; `--quick` (seeded subsets, fewer epochs) for iterating.

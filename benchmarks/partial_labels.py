@@ -6,8 +6,8 @@ by the same evaluator (hydradet's pycocotools `coco_map`) on the fully labelled 
 
   hydradet               one head per source; a sample supervises only the heads its source labels (the rule)
   hydradet, random init  the same from random init (YOLO11n below also starts from random init)
-  --variant NAME:k=v,..  extra hydradet rows with config overrides (e.g. the shared tower, `model.shared_convs=2,
-                         model.head_convs=0`), trained, scored and timed like `hydradet`
+  --variant NAME:k=v,..  extra hydradet rows with config overrides (e.g. per-head towers, `model.shared_convs=0,
+                         model.head_convs=2`), trained, scored and timed like `hydradet`
   merged                 one head over the union of classes, trained on both sources: each source's missing
                          labels count as background (what users do today)
   separate               one single-head model per source (their sum is the cost of "all tasks")

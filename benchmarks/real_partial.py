@@ -87,7 +87,7 @@ def main() -> None:
     results: dict[str, dict] = {}
     models: dict[str, list[HydraDetector]] = {}
     for name, parts in plan:
-        trained, minutes = [], 0.0
+        trained, minutes, coco_pretrained = [], 0.0, False
         for heads, overrides in parts:
             run_name = f"{name}_{'_'.join(heads)}".replace(" ", "_")
             stamp(f"training {name}: heads {list(heads)} {overrides or ''}")
@@ -95,10 +95,12 @@ def main() -> None:
                 restrict(task, heads), [*recipe, *overrides, f"project={out / 'runs'}", f"name={run_name}"]
             )
             model, mins = train_one(cfg, device)
+            coco_pretrained |= _coco_pretrained(cfg)
             trained.append(model)
             minutes += mins
         models[name] = trained
-        results[name] = {"train_min": minutes, "overrides": [o for _, ov in parts for o in ov], "scores": {}}
+        overrides = [o for _, ov in parts for o in ov]
+        results[name] = {"train_min": minutes, "overrides": overrides, "coco_pretrained": coco_pretrained, "scores": {}}
         for vname, (batches, gts) in val_sets.items():
             results[name]["scores"][vname] = score(trained, batches, gts, scoring, device)
         results[name]["conf"] = {h: m.calibrated_conf for m in trained for h in m.heads}
@@ -182,6 +184,13 @@ def score(models: list[HydraDetector], batches: list, gts: dict, cfg: Config, de
     return out
 
 
+def _coco_pretrained(cfg: Config) -> bool:
+    """Whether the row's backbone weights were trained on COCO train2017 (the FastestDet file shipped in
+    hydradet/weights/ is): then coco-train, so coco_val too, was in its pretraining set."""
+    weights = cfg.model.backbone_weights
+    return weights is not None and "coco" in Path(str(weights)).name.lower()
+
+
 def tables(results: dict, recipe: list[str], args: argparse.Namespace, m: dict) -> str:
     lines = [
         f"Machine: {machine_line(m)}. {'Quick mode (seeded subsets). ' if args.quick else ''}Seed {args.seed}.",
@@ -202,6 +211,12 @@ def tables(results: dict, recipe: list[str], args: argparse.Namespace, m: dict) 
         [n, r["train_min"], r.get("latency_ms", float("nan")), " ".join(r["overrides"])] for n, r in results.items()
     ]
     lines.append(markdown_table(["model", "train min", "latency ms (batch 1, all heads)", "overrides"], cost))
+    tainted = [n for n, r in results.items() if r.get("coco_pretrained")]
+    if tainted:
+        lines.append(
+            f"\nRows {', '.join(tainted)}: the backbone was pretrained on COCO train2017, which holds the coco-train "
+            "images, so coco_val's images were in its pretraining set: their coco_val scores are not held out."
+        )
     return "\n".join(lines)
 
 
