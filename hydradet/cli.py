@@ -67,16 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dynamic-batch", action="store_true", help="a dynamic batch axis (default: batch 1)")
     p.add_argument("--raw", action="store_true", help="per head decoded boxes and scores before NMS")
     p.add_argument("--conf", default=None, help="NMS score threshold baked in: 0.25 or person=0.4,animal=0.3")
-    p.add_argument("--iou", default=None, help="NMS IoU baked in: 0.5 or per head")
-    p.add_argument("--max-det", type=int, default=None, help="output rows per image and head")
-    p.add_argument(
-        "--agnostic",
-        nargs="?",
-        const="true",
-        default=None,
-        help="class-agnostic NMS within a head (one box per object when its classes compete): alone for every "
-        "head, or person=true,animal=false baked in",
-    )
+    _add_nms_options(p, "image", where="baked into the file")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument(
         "--out", type=Path, default=None, help="default: the weights path with .onnx, or WEIGHTS_openvino_model/"
@@ -133,17 +124,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _add_nms_options(p: argparse.ArgumentParser, unit: str) -> None:
-    """--iou, --max-det, --agnostic: the per-head NMS settings predict and track share (predict.* in default.yaml)."""
-    p.add_argument("--iou", default=None, help="NMS IoU: 0.5 or per head person=0.6,animal=0.5 (predict.iou)")
-    p.add_argument("--max-det", type=int, default=None, help=f"detections per {unit} and head (predict.max_det)")
+def _add_nms_options(p: argparse.ArgumentParser, unit: str, where: str = "") -> None:
+    """--iou, --max-det, --agnostic: the per-head NMS settings predict, track and export share (predict.* in
+    default.yaml). where: how the help says the value is used, e.g. "baked into the file" (default: predict.KEY)."""
+
+    def said(key: str) -> str:
+        return f"({where or 'predict.' + key})"
+
+    p.add_argument("--iou", default=None, help=f"NMS IoU: 0.5 or per head person=0.6,animal=0.5 {said('iou')}")
+    p.add_argument("--max-det", type=int, default=None, help=f"detections per {unit} and head {said('max_det')}")
     p.add_argument(
         "--agnostic",
         nargs="?",
         const="true",
         default=None,
         help="class-agnostic NMS within a head (one box per object when its classes compete): alone for every "
-        "head, or person=true,animal=false (predict.agnostic)",
+        f"head, or person=true,animal=false {said('agnostic')}",
     )
 
 
