@@ -7,6 +7,10 @@ left unlabelled). Scored on the other 30 % of coco-train, fully labelled (`coco_
 the cross-source truth), and on each source's own val split (in domain).
 
   hydradet         heads person and animal; a sample supervises only the heads its source labels
+  pseudo           hydradet with `train.pseudo` at its defaults (the run's EMA as teacher, from epoch 2) and an
+                   evaluation every epoch (the teacher's calibrated conf comes from it; its time counts)
+  pseudo-file      hydradet with `train.pseudo.teacher` = the hydradet row's best weights, from the first step;
+                   its minutes include the hydradet row's (the teacher's own training)
   --variant N:k=v  extra hydradet rows with config overrides on top of the recipe, held to the same targets
   merged           one head over {person, animal}: each source's missing labels count as background
   separate         a person-only model on the person sources and an animal-only model on the animal sources
@@ -52,7 +56,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="seeded subsets of the bigger sources, fewer epochs")
     ap.add_argument("--epochs", type=int, default=None, help="default: 8, ~30 min for the hydradet row (quick: 6)")
-    ap.add_argument("--rows", default="hydradet,merged,separate", help="which of the standard rows to train")
+    ap.add_argument(
+        "--rows", default="hydradet,pseudo,pseudo-file,merged,separate", help="which of the standard rows to train"
+    )
     ap.add_argument("--variant", action="append", default=[], help="extra hydradet row: NAME:key=value,...")
     ap.add_argument("--set", action="append", default=[], help="an override for every row (key=value)")
     ap.add_argument("--seed", type=int, default=0)
@@ -75,8 +81,12 @@ def main() -> None:
     union = [c for cs in HEADS.values() for c in cs]
     plan: list[tuple[str, list[tuple[dict[str, list[str]], list[str]]]]] = []
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
-    if "hydradet" in rows:
+    if "hydradet" in rows or "pseudo-file" in rows:  # the file teacher is the hydradet row's model
         plan.append(("hydradet", [(HEADS, [])]))
+    if "pseudo" in rows:
+        plan.append(("pseudo", [(HEADS, ["train.pseudo.enabled=true", "eval.every=1"])]))
+    if "pseudo-file" in rows:
+        plan.append(("pseudo-file", [(HEADS, ["train.pseudo.enabled=true"])]))  # + the teacher, once trained
     for name, overrides in map(parse_variant, args.variant):
         plan.append((name, [(HEADS, overrides)]))
     if "merged" in rows:
@@ -86,19 +96,25 @@ def main() -> None:
 
     results: dict[str, dict] = {}
     models: dict[str, list[HydraDetector]] = {}
+    run_dirs: dict[str, Path] = {}
     for name, parts in plan:
         trained, minutes, coco_pretrained = [], 0.0, False
+        if name == "pseudo-file":
+            teacher = run_dirs["hydradet_person_animal"] / "weights" / "best.safetensors"
+            parts = [(h, [*ov, f"train.pseudo.teacher={teacher}"]) for h, ov in parts]
         for heads, overrides in parts:
             run_name = f"{name}_{'_'.join(heads)}".replace(" ", "_")
             stamp(f"training {name}: heads {list(heads)} {overrides or ''}")
             cfg = load_config(
                 restrict(task, heads), [*recipe, *overrides, f"project={out / 'runs'}", f"name={run_name}"]
             )
-            model, mins = train_one(cfg, device)
+            model, mins, run_dirs[run_name] = train_one(cfg, device)
             coco_pretrained |= _coco_pretrained(cfg)
             trained.append(model)
             minutes += mins
         models[name] = trained
+        if name == "pseudo-file":  # the teacher's training is part of this row's cost
+            minutes += results["hydradet"]["train_min"]
         overrides = [o for _, ov in parts for o in ov]
         results[name] = {"train_min": minutes, "overrides": overrides, "coco_pretrained": coco_pretrained, "scores": {}}
         for vname, (batches, gts) in val_sets.items():
@@ -118,7 +134,7 @@ def main() -> None:
     (out / "tables.md").write_text(report + "\n")
 
 
-def train_one(cfg: Config, device: torch.device) -> tuple[HydraDetector, float]:
+def train_one(cfg: Config, device: torch.device) -> tuple[HydraDetector, float, Path]:
     """Train through the real trainer, as a user would; the last weights (evaluated once, so also the best)."""
     t0 = time.time()
     run = train(cfg, log=lambda _line: None)
@@ -126,7 +142,7 @@ def train_one(cfg: Config, device: torch.device) -> tuple[HydraDetector, float]:
     rows = list(csv.DictReader((run / "results.csv").open()))
     losses = {k: v for k, v in rows[-1].items() if k.startswith("loss/")}
     print(f"  {run}: {minutes:.1f} min, last losses {losses}")
-    return load_model(run / "weights" / "best.safetensors").to(device), minutes
+    return load_model(run / "weights" / "best.safetensors").to(device), minutes, run
 
 
 ValSet = tuple[list, dict[str, list[ImageBoxes]]]

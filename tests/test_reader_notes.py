@@ -20,7 +20,7 @@ from hydradet.data.coco import read_coco
 from hydradet.data.dataset import SourceDataset
 from hydradet.data.voc import read_voc
 from hydradet.data.yolo import read_yolo
-from hydradet.train.trainer import describe_data
+from hydradet.data.totals import describe_data
 
 
 def _yolo(root: Path, labels: dict[str, str], images: tuple[str, ...] = ("a.jpg",), size=(100, 50)) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hydradet.config.schema import SamplingConfig, TemperatureRatios
+from hydradet.config.train_schema import SamplingConfig, TemperatureRatios
 from hydradet.data.sampler import SourceBatchSampler, source_probabilities
 
 SIZES = [300, 100]  # source 0 is three times source 1

@@ -17,7 +17,7 @@ DEFAULT_YAML = Path(__file__).with_name("default.yaml")
 
 # Keys holding paths. Relative paths are resolved against the folder of the file that set them
 # (the working directory for command-line overrides), so a config can be run from anywhere.
-_PATH_KEYS = (("model", "backbone_weights"), ("model", "init"), ("train", "resume"))
+_PATH_KEYS = (("model", "backbone_weights"), ("model", "init"), ("train", "resume"), ("train", "pseudo", "teacher"))
 _SOURCE_PATH_KEYS = ("train", "val", "images")
 
 
@@ -91,12 +91,15 @@ def dump_config(cfg: Config) -> str:
 
 def _resolve_paths(user: dict[str, Any], base: Path) -> None:
     def fix(d: Any, key: str) -> None:
-        if isinstance(d, dict) and isinstance(d.get(key), str) and d[key] != "pretrained":  # not a path
+        if isinstance(d, dict) and isinstance(d.get(key), str) and d[key] not in ("pretrained", "ema"):  # not paths
             p = Path(d[key]).expanduser()
             d[key] = str(p if p.is_absolute() else base / p)
 
-    for section, key in _PATH_KEYS:
-        fix(user.get(section), key)
+    for *sections, key in _PATH_KEYS:
+        d: Any = user
+        for section in sections:
+            d = d.get(section) if isinstance(d, dict) else None
+        fix(d, key)
     for src in (user.get("sources") or {}).values():
         for key in _SOURCE_PATH_KEYS:
             fix(src, key)
@@ -187,9 +190,12 @@ def _check_paths_exist(cfg: Config) -> None:
             p = getattr(src, key)
             if p is not None and not p.exists():
                 missing.append(f"  sources.{sname}.{key}: path does not exist: {p}")
-    for section, key in _PATH_KEYS:
-        p = getattr(getattr(cfg, section), key)
+    for *sections, key in _PATH_KEYS:
+        owner: Any = cfg
+        for section in sections:
+            owner = getattr(owner, section)
+        p = getattr(owner, key)
         if isinstance(p, Path) and not p.exists():
-            missing.append(f"  {section}.{key}: file does not exist: {p}")
+            missing.append(f"  {'.'.join(sections)}.{key}: file does not exist: {p}")
     if missing:
         raise ConfigError("invalid config (paths are relative to the config file's folder):\n" + "\n".join(missing))

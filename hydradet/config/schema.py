@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from hydradet.config.strict import Strict
+from hydradet.config.train_schema import TrainConfig
 
 BACKBONES = (
     "resnet18",
@@ -17,10 +20,6 @@ BACKBONES = (
     "shufflenet_v2_x1_0",
     "shufflenet_v2_x0_5_megvii",
 )
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 TASKS = ("detect", "classify", "regress")
@@ -135,87 +134,6 @@ class ModelConfig(Strict):
         return name
 
 
-class TemperatureRatios(Strict):
-    temperature: float = Field(gt=0)
-
-
-class SamplingConfig(Strict):
-    mode: Literal["mixed", "alternate"]
-    ratios: Literal["proportional", "equal"] | TemperatureRatios
-
-
-class BalanceConfig(Strict):
-    """How the heads' losses combine into one step (hydradet/train/balance.py)."""
-
-    method: Literal["fixed", "uncertainty", "dwa", "pcgrad"]
-    weights: dict[str, float]
-    temperature: float = Field(gt=0)
-    trunk: Literal["sum", "positives"]
-
-    @field_validator("weights")
-    @classmethod
-    def _non_negative(cls, v: dict[str, float]) -> dict[str, float]:
-        bad = {h: w for h, w in v.items() if not w >= 0}
-        if bad:
-            raise ValueError(f"weights must be >= 0; got {bad}")
-        return v
-
-
-class ParamGroupConfig(Strict):
-    """Learning-rate multiplier and weight decay for the parameters under one module prefix."""
-
-    lr_mult: float = Field(default=1.0, ge=0)
-    weight_decay: float | None = Field(default=None, ge=0)  # None: train.weight_decay
-
-
-class PhaseConfig(Strict):
-    """A stage of training: so many epochs with these modules frozen."""
-
-    epochs: int = Field(ge=1)
-    freeze: list[str] = Field(default_factory=list)
-
-
-class EmaConfig(Strict):
-    """Model EMA (hydradet/train/ema.py): decay d(n) = decay * (1 - exp(-n / tau)) at the n-th update."""
-
-    enabled: bool
-    decay: float = Field(ge=0, lt=1)
-    tau: float = Field(gt=0)
-
-
-class TrainConfig(Strict):
-    epochs: int = Field(ge=0)
-    batch: int = Field(ge=1)
-    optimizer: Literal["sgd", "adamw"]
-    lr: float = Field(gt=0)
-    momentum: float = Field(ge=0, lt=1)
-    weight_decay: float = Field(ge=0)
-    warmup_epochs: float = Field(ge=0)
-    warmup_start: float = Field(gt=0, le=1)
-    final_lr: float = Field(ge=0, le=1)
-    grad_clip: float = Field(ge=0)
-    steps_per_epoch: int | None = Field(ge=1)
-    sampling: SamplingConfig
-    seed: int
-    workers: int = Field(ge=0)
-    device: str = Field(pattern=r"^(cpu|auto|cuda(:\d+)?)$")
-    devices: int = Field(ge=1)
-    amp: Literal["auto", "bf16", "fp16", "off"]
-    channels_last: bool
-    balance: BalanceConfig
-    param_groups: dict[str, ParamGroupConfig]
-    phases: list[PhaseConfig]
-    freeze: list[str]
-    ema: EmaConfig
-    distill_old_heads: bool
-    distill_weight: float = Field(ge=0)
-    save_period: float = Field(ge=0)
-    max_bad_steps: int = Field(ge=1)
-    resume: Path | None
-    plots: bool
-    tensorboard: bool
-
-
 class AugmentConfig(Strict):
     """Training-time augmentation (hydradet/data/augment.py). Evaluation and prediction never augment."""
 
@@ -288,6 +206,7 @@ class Config(Strict):
         if not any(s.train for s in self.sources.values()) and self.train.epochs > 0 and not evaluate_only:
             raise KeyedError("sources", "no source has a `train` split, so there is nothing to train on")
         self._check_train_controls()
+        self._check_pseudo()
         return self
 
     def _check_heads(self) -> None:
@@ -382,6 +301,37 @@ class Config(Strict):
                 "train.distill_old_heads",
                 "distillation needs the model to start from weights: set model.init=PATH/TO/best.safetensors "
                 "(its heads become the old heads that the initial model teaches)",
+            )
+
+    def _check_pseudo(self) -> None:
+        """train.pseudo: its heads are detect heads, its teacher can exist, and it is not mixed with distillation."""
+        ps = self.train.pseudo
+        if not ps.enabled:
+            return
+        for head in ps.heads:
+            if head not in self.heads or self.heads[head].task != "detect":
+                detect = sorted(h for h, c in self.heads.items() if c.task == "detect")
+                raise KeyedError("train.pseudo.heads", f"{head!r} is not a detect head; detect heads: {detect}")
+        if not any(h.task == "detect" for h in self.heads.values()):
+            raise KeyedError("train.pseudo.enabled", "pseudo-labels are boxes: the config has no detect head")
+        if self.train.distill_old_heads:
+            raise KeyedError(
+                "train.pseudo.enabled",
+                "train.pseudo and train.distill_old_heads both teach heads on other sources' images; choose one "
+                "(train.pseudo.teacher=PATH with your model.init file is the same teacher, as boxes)",
+            )
+        if ps.teacher != "ema":
+            return
+        if not self.train.ema.enabled:
+            raise KeyedError(
+                "train.pseudo.teacher", "`ema` needs train.ema.enabled=true, or give a weights file as the teacher"
+            )
+        if ps.mode == "boxes" and ps.high == "calibrated" and self.eval.every > ps.start_epoch:
+            raise KeyedError(
+                "train.pseudo.high",
+                f"`calibrated` takes the EMA's F1-optimal conf from an evaluation, and none happens before the teacher "
+                f"starts (train.pseudo.start_epoch={ps.start_epoch}, eval.every={self.eval.every}): set "
+                f"eval.every <= train.pseudo.start_epoch (>= 1), or a number, e.g. train.pseudo.high=0.5",
             )
 
     def is_module_prefix(self, prefix: str) -> bool:

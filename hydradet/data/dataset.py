@@ -18,6 +18,7 @@ from hydradet.data.augment import PAD_VALUE, Augment
 from hydradet.data.coco import read_coco
 from hydradet.data.csv_labels import read_csv_labels
 from hydradet.data.mosaic import mosaic
+from hydradet.data.pseudo_labels import CachedDetections
 from hydradet.data.records import SplitRecords, is_resize
 from hydradet.data.voc import read_voc
 from hydradet.data.yolo import read_yolo
@@ -109,6 +110,9 @@ class SourceDataset(Dataset[Sample]):
         # Probability that a training sample is a mosaic of four of this source's images (data/mosaic.py); the
         # trainer sets it to 0 for the last `augment.close_mosaic` epochs. Image-level labels cannot be tiled.
         self.mosaic = cfg.augment.mosaic if self.augment is not None and not self.image_heads else 0.0
+        # `train.pseudo` with a teacher file: its cached boxes for the heads this source does not label, set by the
+        # trainer (train/pseudo.py). They join the targets before augmentation, so they move like real labels.
+        self.pseudo: CachedDetections | None = None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -181,6 +185,9 @@ class SourceDataset(Dataset[Sample]):
             if ign:  # only where there are any: most samples carry none and collate stays lean
                 targets[head]["ignore"] = ignore[ign].reshape(-1, 4)
                 targets[head]["ignore_labels"] = torch.tensor([cmap[rec.ignore_classes[j]] for j in ign])
+        if self.pseudo is not None:
+            # only for heads this source does not label: on its own heads its labels always win
+            targets.update({h: t for h, t in self.pseudo.targets(i).items() if h not in targets})
         for head, task in self.image_heads.items():
             value = rec.image_labels[head]
             targets[head] = (

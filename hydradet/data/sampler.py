@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Sampler
 
-from hydradet.config.schema import SamplingConfig, TemperatureRatios
+from hydradet.config.train_schema import SamplingConfig, TemperatureRatios
 
 
 def source_probabilities(sizes: Sequence[int], ratios: SamplingConfig | str | TemperatureRatios) -> np.ndarray:

@@ -24,6 +24,7 @@ from hydradet.config.schema import Config
 from hydradet.data import csv_labels as C
 from hydradet.data import records as R
 from hydradet.data.dataset import SourceDataset
+from hydradet.data.sampler import source_probabilities
 from hydradet.errors import DataError
 
 # What to do about the biggest loss, by the reason the readers counted it. "NAME" is the source's name.
@@ -177,3 +178,37 @@ def _indent_lines(lines: list[str], prefix: str) -> list[str]:
 
 def _indent(message: str) -> str:
     return "\n".join(_indent_lines(message.splitlines(), "  "))
+
+
+def describe_data(cfg: Config, train_sets: list[SourceDataset], val_sets: list[SourceDataset]) -> list[str]:
+    """The summary printed at start: what each source gives each head, what is ignored or skipped."""
+    lines = ["data:"]
+    probs = source_probabilities([len(d) for d in train_sets], cfg.train.sampling) if train_sets else []
+    p_of = {d.source: p for d, p in zip(train_sets, probs, strict=True)}
+    for ds in [*train_sets, *val_sets]:
+        share = f", {p_of[ds.source]:.0%} of train samples" if ds.split == "train" else ""
+        per_head = ", ".join(f"{h}: {what}" for h, what in ds.supervision().items())
+        lines.append(f"  {ds.source}/{ds.split}: {len(ds)} images{share}; supervises {per_head}")
+        if ds.unmapped:
+            ignored = ", ".join(f"{c} ({n})" for c, n in ds.unmapped.items() if n)
+            if ignored:
+                lines.append(f"    ignored classes (mapped to no head): {ignored}")
+        for reason, n in ds.data.skipped.items():
+            lines.append(f"    skipped: {n} x {reason}{_first(ds.data.examples.get(reason))}")
+        for reason, n in ds.data.warnings.items():
+            lines.append(f"    warning: {n} x {reason}{_first(ds.data.examples.get(reason))}")
+    for head in cfg.heads:
+        if not any(head in cfg.sources[d.source].labels for d in train_sets):
+            moved_by = (
+                "only distillation from model.init can move it"
+                if cfg.train.distill_old_heads
+                else "only its train.pseudo teacher can move it"
+                if cfg.train.pseudo.enabled
+                else "it will not change"
+            )
+            lines.append(f"  note: head {head!r} has no train source; {moved_by}")
+    return lines
+
+
+def _first(places: list[str] | None) -> str:
+    return f", e.g. {places[0]}" if places else ""

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hydradet.config.schema import BalanceConfig
+from hydradet.config.train_schema import BalanceConfig
 
 
 class Balancer(nn.Module):

@@ -46,10 +46,18 @@ class Progress:
     bad_steps: dict[str, int] = field(default_factory=dict)  # head -> non-finite steps skipped in `epoch`
     bad_in_a_row: int = 0  # consecutive skipped steps (train.max_bad_steps stops the run)
     calibrated_conf: dict[str, float] = field(default_factory=dict)  # each detect head's F1-optimal conf
+    pseudo: dict[str, list[int]] = field(default_factory=dict)  # head -> [teacher boxes, ignore regions] in `epoch`
 
     def start_epoch(self, epoch: int) -> None:
         self.epoch, self.in_epoch, self.epoch_seconds = epoch, 0, 0.0
-        self.sums, self.counts, self.skipped, self.bad_steps = {}, {}, [], {}
+        self.sums, self.counts, self.skipped, self.bad_steps, self.pseudo = {}, {}, [], {}, {}
+
+    def count_pseudo(self, counts: dict[str, tuple[int, int]]) -> None:
+        """Add one batch's `train.pseudo` boxes and ignore regions per head (results.csv pseudo_boxes/HEAD ...)."""
+        for head, (boxes, ignore) in counts.items():
+            total = self.pseudo.setdefault(head, [0, 0])
+            total[0] += boxes
+            total[1] += ignore
 
 
 def checkpoint_path(run_dir: Path) -> Path:

@@ -16,26 +16,29 @@ import torch
 from torch import Tensor
 
 from hydradet.model.detector import HydraDetector
+from hydradet.train.rule import rows_without_labels
 
 
 class Distiller:
-    """A frozen copy of the initial model, the teacher of its `old_heads`."""
+    """A frozen copy of the initial model, the teacher of its `old_heads`.
 
-    def __init__(self, model: HydraDetector, old_heads: Iterable[str], weight: float = 1.0) -> None:
+    teacher: use this model as the teacher, as it is (no copy; it must be in eval mode without gradients), e.g.
+    the run's EMA for `train.pseudo.mode=soft` (train/pseudo.py). None: a frozen deep copy of `model`."""
+
+    def __init__(
+        self, model: HydraDetector, old_heads: Iterable[str], weight: float = 1.0, teacher: HydraDetector | None = None
+    ) -> None:
         self.old_heads = tuple(h for h in model.heads if h in set(old_heads))
         self.weight = weight
-        self.teacher = copy.deepcopy(model).eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        if teacher is None:
+            teacher = copy.deepcopy(model).eval()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+        self.teacher = teacher
 
     def rows(self, sources: list[str], source_heads: Mapping[str, Iterable[str]]) -> dict[str, Tensor]:
         """old head -> the samples whose source does not label it (the teacher's rows); absent if none."""
-        rows = {}
-        for head in self.old_heads:
-            idx = [i for i, s in enumerate(sources) if head not in source_heads[s]]
-            if idx:
-                rows[head] = torch.tensor(idx, dtype=torch.long)
-        return rows
+        return rows_without_labels(sources, source_heads, self.old_heads)
 
     @torch.no_grad()
     def targets(self, images: Tensor, rows: Mapping[str, Tensor]) -> dict[str, object]:

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from hydradet.config.schema import TrainConfig
+from hydradet.config.train_schema import TrainConfig
 from hydradet.errors import ConfigError
 from hydradet.model.detector import under
 

@@ -29,6 +29,19 @@ def rows_per_head(sources: list[str], source_heads: Mapping[str, Iterable[str]])
     return {head: torch.tensor(idx, dtype=torch.long) for head, idx in rows.items()}
 
 
+def rows_without_labels(
+    sources: list[str], source_heads: Mapping[str, Iterable[str]], heads: Iterable[str]
+) -> dict[str, Tensor]:
+    """head -> indices of the samples whose source does NOT label it: the only rows where a teacher may stand in
+    for the missing labels (the opt-in modes `train.distill_old_heads`, `train.pseudo`). Absent if none."""
+    rows = {}
+    for head in heads:
+        idx = [i for i, s in enumerate(sources) if head not in source_heads[s]]
+        if idx:
+            rows[head] = torch.tensor(idx, dtype=torch.long)
+    return rows
+
+
 def clear_grads(model: nn.Module) -> None:
     model.zero_grad(set_to_none=True)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -14,6 +14,7 @@ from hydradet.train.balance import Balancer
 from hydradet.train.distill import Distiller
 from hydradet.train.distributed import Dist
 from hydradet.train.precision import Precision, to_fp32
+from hydradet.train.pseudo import pseudo_rows
 from hydradet.train.rule import check_untouched, clear_grads, clip_grads, rows_per_head
 
 
@@ -25,12 +26,17 @@ def head_losses(
     trunk: str = "sum",
     dist: Dist | None = None,
     precision: Precision | None = None,
+    pseudo_weight: float | None = None,
 ) -> dict[str, dict[str, Tensor]]:
     """head -> its loss terms, computed over the samples whose source labels it and normalised by its own
     count of positives. Heads with no such sample are absent (they did not run).
 
     With a distiller (`train.distill_old_heads`), an old head also runs on the samples whose source does not
     label it, and gets `distill_*` terms for matching the teacher there (train/distill.py).
+
+    pseudo_weight (`train.pseudo`, train/pseudo.py; None: off): a detect head also runs on the samples whose source
+    does not label it but whose targets hold the head's teacher boxes, and gets `pseudo_*` terms there (x weight),
+    under one normaliser with its labelled samples (their positives together). None: such targets cannot exist.
 
     trunk="positives": each detect head's gradient into the shared backbone and neck is weighted by `trunk_scales`.
 
@@ -41,67 +47,87 @@ def head_losses(
     device = batch.images.device
     rows = rows_per_head(batch.sources, source_heads)
     taught = distiller.rows(batch.sources, source_heads) if distiller is not None else {}
-    # A head that is both labelled and taught in this batch runs once on every row; its outputs are split after.
-    run = {h: None if h in taught else r.to(device) for h, r in rows.items()}
-    run.update({h: r.to(device) for h, r in taught.items() if h not in rows})
-    active = dist.active_heads({h: len(r) for h, r in rows.items()}, model.heads) if dist.enabled else rows
+    pseudo = pseudo_rows(batch, source_heads) if pseudo_weight is not None else {}
+    run = _rows_to_run(rows, taught | pseudo, len(batch.sources), device)
+    ran = {h: len(rows.get(h, ())) + len(pseudo.get(h, ())) for h in rows.keys() | pseudo.keys()}
+    active = dist.active_heads(ran, model.heads) if dist.enabled else rows
     precision = precision or Precision()
     with precision.autocast():  # train.amp: the forward in bf16 / fp16, the losses below in fp32
         outputs = model(batch.images, run, trunk_scales(model, active) if trunk == "positives" else None)
     if precision.dtype is not None:
         outputs = {h: to_fp32(o) for h, o in outputs.items()}
+
+    split = {h for h in rows if h in taught or h in pseudo}  # heads that ran on labelled and teacher rows at once
+
+    def part(head: str, idx: Tensor) -> Any:  # the head's outputs on these rows of the batch
+        if head not in split:
+            return outputs[head]
+        ran_on = run[head]  # sorted (torch.unique), or None for every row
+        return outputs[head].take(idx.to(device) if ran_on is None else torch.searchsorted(ran_on, idx.to(device)))
+
     losses: dict[str, dict[str, Tensor]] = {}
     for head, idx in rows.items():
-        out = outputs[head].take(idx.to(device)) if head in taught else outputs[head]
+        if head in pseudo or (dist.enabled and hasattr(model.heads[head], "loss_sums")):
+            continue  # detect heads with teacher rows, or under several processes: below
         targets = [batch.targets[i][head] for i in idx.tolist()]
-        if dist.enabled and hasattr(model.heads[head], "loss_sums"):
-            continue  # detect heads: below, once the ranks have summed their positives
-        losses[head] = model.heads[head].loss(out, targets)
+        losses[head] = model.heads[head].loss(part(head, idx), targets)
         if dist.enabled:  # an image-level head's mean over its local rows -> its part of the global mean
             share = len(idx) / active[head][0]  # type: ignore[index]
             losses[head] = {k: v * share for k, v in losses[head].items()}
-    if dist.enabled:
-        losses |= _global_detect_losses(model, batch, rows, taught, outputs, active, dist)
+    detect = [h for h in (active if dist.enabled else pseudo) if hasattr(model.heads[h], "loss_sums")]
+    if detect:  # their sums over labelled and teacher rows, then over the ranks' positives (one process: its own)
+        sums = {h: _detect_sums(model, batch, h, rows, pseudo, part, pseudo_weight or 0.0) for h in detect}
+        totals = dist.sum([sums[h][1] for h in detect]) if dist.enabled else [sums[h][1] for h in detect]
+        for head, total in zip(detect, totals, strict=True):
+            norm = model.heads[head].normaliser(total)
+            if sums[head][0]:
+                losses[head] = {k: v / norm for k, v in sums[head][0].items()}
     if taught:
         assert distiller is not None
         soft = distiller.targets(batch.images, taught)
         for head, idx in taught.items():
-            out = outputs[head].take(idx.to(device)) if head in rows else outputs[head]
-            terms = model.heads[head].distill_loss(out, soft[head])
+            terms = model.heads[head].distill_loss(part(head, idx), soft[head])
             # several ranks: each rank's normalised distillation term counts 1/world (DDP's averaging)
             weight = distiller.weight / dist.world
             losses.setdefault(head, {}).update({k: v * weight for k, v in terms.items()})
     return losses
 
 
-def _global_detect_losses(
+def _rows_to_run(
+    rows: Mapping[str, Tensor], extra: Mapping[str, Tensor], batch_size: int, device: torch.device
+) -> dict[str, Tensor | None]:
+    """head -> the batch rows it runs on: its labelled rows, plus the rows a teacher covers (`extra`); None for all
+    rows (then the outputs are split after). Heads in the order of `rows`, then the teacher-only ones."""
+    run: dict[str, Tensor | None] = {}
+    for head in [*rows, *(h for h in extra if h not in rows)]:
+        if head not in extra or head not in rows:
+            run[head] = (rows[head] if head in rows else extra[head]).to(device)
+            continue
+        union = torch.unique(torch.cat([rows[head], extra[head]]))
+        run[head] = None if len(union) == batch_size else union.to(device)
+    return run
+
+
+def _detect_sums(
     model: HydraDetector,
     batch: Batch,
+    head: str,
     rows: Mapping[str, Tensor],
-    taught: Mapping[str, Tensor],
-    outputs: Mapping[str, Any],
-    active: Mapping[str, Any],
-    dist: Dist,
-) -> dict[str, dict[str, Tensor]]:
-    """Each globally active detect head's local loss sums over its positives summed over the ranks. Every rank
-    updates the head's running count with the same global number, also a rank without the head's samples."""
-    device = batch.images.device
-    heads = [h for h in active if hasattr(model.heads[h], "loss_sums")]
-    sums, counts = {}, []
-    for head in heads:
-        if head in rows:
-            idx = rows[head]
-            out = outputs[head].take(idx.to(device)) if head in taught else outputs[head]
-            sums[head], n = model.heads[head].loss_sums(out, [batch.targets[i][head] for i in idx.tolist()])
-        else:
-            n = 0.0
-        counts.append(n)
-    losses = {}
-    for head, total in zip(heads, dist.sum(counts), strict=True):
-        norm = model.heads[head].normaliser(total)
-        if head in sums:
-            losses[head] = {k: v / norm for k, v in sums[head].items()}
-    return losses
+    pseudo: Mapping[str, Tensor],
+    part: Callable[[str, Tensor], Any],
+    weight: float,
+) -> tuple[dict[str, Tensor], float]:
+    """A detect head's loss sums on this process's rows (labelled; teacher-labelled as `pseudo_*` x weight) and
+    their positives together: the head's one normaliser covers both (absent rows: nothing, 0 positives)."""
+    sums: dict[str, Tensor] = {}
+    count = 0.0
+    for idx, prefix, factor in ((rows.get(head), "", 1.0), (pseudo.get(head), "pseudo_", weight)):
+        if idx is None:
+            continue
+        terms, n = model.heads[head].loss_sums(part(head, idx), [batch.targets[i][head] for i in idx.tolist()])
+        sums |= {prefix + k: v * factor if factor != 1.0 else v for k, v in terms.items()}
+        count += n
+    return sums, count
 
 
 def trunk_scales(model: HydraDetector, rows: Mapping[str, Tensor]) -> dict[str, float]:
@@ -141,6 +167,7 @@ def train_step(
     trunk: str = "sum",
     dist: Dist | None = None,
     precision: Precision | None = None,
+    pseudo_weight: float | None = None,
 ) -> dict[str, float]:
     """Returns each active head's total loss (unweighted). Heads without samples keep grad None and are not
     stepped; so do their balancing parameters. balancer None: the plain sum of the heads' losses.
@@ -153,13 +180,15 @@ def train_step(
     optimizer step, so all ranks take the same step; the returned losses are the global ones.
 
     precision (`train.amp`, train/precision.py): the forward under autocast; with fp16 the loss is scaled for
-    backward and the gradients unscaled before the guard, so an overflow is a skipped step like any other."""
+    backward and the gradients unscaled before the guard, so an overflow is a skipped step like any other.
+
+    pseudo_weight (`train.pseudo`): heads also learn from their teacher's targets in the batch (head_losses)."""
     dist = dist or Dist()
     scaler = precision.scaler if precision is not None else None
     # The forward moves buffers (BatchNorm statistics, each detect head's running positive count): kept, so that
     # a skipped step can put them back; a NaN forward would otherwise leave NaN statistics for good.
     buffers = [b.detach().clone() for b in model.buffers()]
-    losses = head_losses(model, batch, source_heads, distiller, trunk, dist, precision)
+    losses = head_losses(model, batch, source_heads, distiller, trunk, dist, precision, pseudo_weight)
     totals = {head: sum(terms.values()) for head, terms in losses.items()}
     # The step's heads: those with a loss on any rank (one process: those with a loss here).
     # head -> (.., ranks holding a part of its loss); one process: the heads with a loss here, on 1 rank

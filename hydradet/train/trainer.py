@@ -17,9 +17,9 @@ from tqdm import tqdm
 from hydradet.config.load import dump_config
 from hydradet.config.schema import Config
 from hydradet.data.dataset import SourceDataset, collate, split_datasets, with_regress_stats
-from hydradet.data.sampler import SourceBatchSampler, source_probabilities
+from hydradet.data.sampler import SourceBatchSampler
 from hydradet.data.seeding import SeededBatches, SeededDataset
-from hydradet.data.totals import check_totals
+from hydradet.data.totals import check_totals, describe_data
 from hydradet.errors import ConfigError, TrainingStopped
 from hydradet.eval.evaluate import METRICS, evaluate, fitness, format_table
 from hydradet.eval.run_log import RunLog
@@ -40,6 +40,7 @@ from hydradet.train.distributed import Dist, check_distributable, device_from, f
 from hydradet.train.ema import ModelEMA
 from hydradet.train.optim import build_optimizer, lr_factor, set_lr
 from hydradet.train.precision import precision_for
+from hydradet.train.pseudo import PseudoTeacher, pseudo_counts, pseudo_heads
 from hydradet.train.run_folder import csv_columns, new_run_dir, save_final_weights, write_results_csv
 from hydradet.train.step import NonFiniteStep, train_step
 
@@ -94,6 +95,8 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
     # Balancing may have parameters (uncertainty's s_i): the optimizer trains them beside the model's.
     balancer = build_balancer(cfg.train.balance, cfg.heads).to(device)
     optimizer = build_optimizer(model, cfg.train, balancer)
+    # train.pseudo: a teacher for the heads a source does not label (train/pseudo.py); a bad teacher file stops here.
+    pseudo = PseudoTeacher(cfg, device) if cfg.train.pseudo.enabled else None
 
     # Only now, with data and model known to be good, does the run get a folder (or a resumed run its state back).
     progress = Progress()
@@ -134,6 +137,12 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
         atomic_write_text(run_dir / "config.yaml", dump_config(saved))
     log(f"run: {run_dir}  device: {device}  precision: {precision.name}" + f"  processes: {dist.world}" * dist.enabled)
     run_log.start(run_dir)
+    if pseudo is not None:  # a file teacher's boxes: computed by rank 0 (or read from the run folder), then shared
+        if dist.main:
+            pseudo.prepare(model, train_sets, run_dir, log)
+        dist.barrier()
+        if not dist.main:
+            pseudo.prepare(model, train_sets, run_dir, log)
     source_heads = cfg.source_heads()
     total_steps, warmup = cfg.train.epochs * steps, round(cfg.train.warmup_epochs * steps)
     results_csv = run_dir / "results.csv"
@@ -181,6 +190,11 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
             loader, desc, steps, leave=True, dynamic_ncols=True, disable=not dist.main, initial=progress.in_epoch
         )
         for batch in bar:
+            batch = batch.to(device, cfg.train.channels_last)
+            teacher, pseudo_weight = distiller, None
+            if pseudo is not None:  # the EMA teacher labels the batch here; a file teacher's boxes came with it
+                teacher, pseudo_weight = pseudo.before_step(batch, epoch, final if ema is not None else None)
+                progress.count_pseudo(pseudo_counts(batch, source_heads) if pseudo_weight is not None else {})
             run_log.train_batch(progress.step, batch)  # train_batch0..2.jpg: the run's first batches, augmented
             lr = cfg.train.lr * lr_factor(progress.step, total_steps, warmup, cfg.train)
             set_lr(optimizer, lr)
@@ -188,14 +202,15 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
                 losses = train_step(
                     model,
                     optimizer,
-                    batch.to(device, cfg.train.channels_last),
+                    batch,
                     source_heads,
                     cfg.train.grad_clip,
                     balancer,
-                    distiller,
+                    teacher,
                     cfg.train.balance.trunk,
                     dist,
                     precision,
+                    pseudo_weight,
                 )
             except NonFiniteStep as bad:  # nothing was updated: count it, and stop if it keeps happening
                 _count_bad_step(cfg, progress, bad, epoch, ckpt_file, log)
@@ -235,6 +250,11 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
         row.update({f"loss/{h}": round(float(progress.sums[h] / progress.counts[h]), 4) for h in progress.sums})
         row.update({f"bad_steps/{h}": progress.bad_steps.get(h, 0) for h in cfg.heads})
         row.update({f"balance/{h}": round(w, 4) for h, w in balance_now.items()})
+        if pseudo is not None and cfg.train.pseudo.mode == "boxes":  # the teacher's boxes this epoch (all ranks')
+            heads = pseudo_heads(cfg)
+            counts = dist.sum([float(progress.pseudo.get(h, [0, 0])[k]) for h in heads for k in (0, 1)])
+            for j, h in enumerate(heads):
+                row.update({f"pseudo_boxes/{h}": int(counts[2 * j]), f"pseudo_ignore/{h}": int(counts[2 * j + 1])})
         if val_sets and (epoch % cfg.eval.every == 0 or epoch == cfg.train.epochs):
             t_eval = time.time()
             # Several processes: each evaluates its share of the images; the metrics are gathered on every rank.
@@ -356,38 +376,8 @@ def frozen_at(cfg: Config, epoch: int) -> tuple[str, ...]:
     return ()
 
 
-def describe_data(cfg: Config, train_sets: list[SourceDataset], val_sets: list[SourceDataset]) -> list[str]:
-    """The summary printed at start: what each source gives each head, what is ignored or skipped."""
-    lines = ["data:"]
-    probs = source_probabilities([len(d) for d in train_sets], cfg.train.sampling) if train_sets else []
-    p_of = {d.source: p for d, p in zip(train_sets, probs, strict=True)}
-    for ds in [*train_sets, *val_sets]:
-        share = f", {p_of[ds.source]:.0%} of train samples" if ds.split == "train" else ""
-        per_head = ", ".join(f"{h}: {what}" for h, what in ds.supervision().items())
-        lines.append(f"  {ds.source}/{ds.split}: {len(ds)} images{share}; supervises {per_head}")
-        if ds.unmapped:
-            ignored = ", ".join(f"{c} ({n})" for c, n in ds.unmapped.items() if n)
-            if ignored:
-                lines.append(f"    ignored classes (mapped to no head): {ignored}")
-        for reason, n in ds.data.skipped.items():
-            lines.append(f"    skipped: {n} x {reason}{_first(ds.data.examples.get(reason))}")
-        for reason, n in ds.data.warnings.items():
-            lines.append(f"    warning: {n} x {reason}{_first(ds.data.examples.get(reason))}")
-    for head in cfg.heads:
-        if not any(head in cfg.sources[d.source].labels for d in train_sets):
-            moved_by = (
-                "only distillation from model.init can move it" if cfg.train.distill_old_heads else "it will not change"
-            )
-            lines.append(f"  note: head {head!r} has no train source; {moved_by}")
-    return lines
-
-
 def _finite(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
-
-
-def _first(places: list[str] | None) -> str:
-    return f", e.g. {places[0]}" if places else ""
 
 
 def _seed_everything(seed: int) -> None:
