@@ -18,9 +18,9 @@ from hydradet.config import load_config
 from hydradet.data import records as R
 from hydradet.data.coco import read_coco
 from hydradet.data.dataset import SourceDataset
+from hydradet.data.totals import describe_data
 from hydradet.data.voc import read_voc
 from hydradet.data.yolo import read_yolo
-from hydradet.data.totals import describe_data
 
 
 def _yolo(root: Path, labels: dict[str, str], images: tuple[str, ...] = ("a.jpg",), size=(100, 50)) -> Path:
