@@ -326,7 +326,16 @@ class Config(Strict):
             raise KeyedError(
                 "train.pseudo.teacher", "`ema` needs train.ema.enabled=true, or give a weights file as the teacher"
             )
-        if ps.mode == "boxes" and ps.high == "calibrated" and self.eval.every > ps.start_epoch:
+        if ps.mode != "boxes" or ps.high != "calibrated":
+            return
+        no_val = [h for h in self.pseudo_heads() if not any(s.val and h in s.labels for s in self.sources.values())]
+        if no_val:
+            raise KeyedError(
+                "train.pseudo.high",
+                f"`calibrated` is measured on each head's val data, and head(s) {', '.join(no_val)} have none: add a "
+                "source with a val split labelling them, or give a number, e.g. train.pseudo.high=0.5",
+            )
+        if self.eval.every > ps.start_epoch:
             raise KeyedError(
                 "train.pseudo.high",
                 f"`calibrated` takes the EMA's F1-optimal conf from an evaluation, and none happens before the teacher "
@@ -344,6 +353,10 @@ class Config(Strict):
     def _prefix_help(self) -> str:
         heads = ", ".join(f"heads.{h}" for h in self.heads)
         return f"unknown module prefix; expected backbone, neck, heads or one of: {heads}"
+
+    def pseudo_heads(self) -> tuple[str, ...]:
+        """The detect heads `train.pseudo` teaches (train/pseudo.py): train.pseudo.heads, or every detect head."""
+        return tuple(self.train.pseudo.heads) or tuple(h for h, c in self.heads.items() if c.task == "detect")
 
     def source_heads(self) -> dict[str, tuple[str, ...]]:
         """Source name -> the heads it supervises: the one rule's table."""

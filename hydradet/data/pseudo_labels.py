@@ -9,6 +9,7 @@ region, and the rest background, so that an unlabelled object the teacher half-s
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,15 @@ def split_by_score(boxes: Tensor, scores: Tensor, labels: Tensor, high: float | 
     if band.any():
         out["ignore"], out["ignore_labels"] = boxes[band], labels[band]
     return out
+
+
+def teacher_heads(
+    sources: list[str], targets: list[dict[str, dict[str, Tensor]]], source_heads: Mapping[str, Iterable[str]]
+) -> list[set[str]]:
+    """Per sample: the heads whose targets are a teacher's, i.e. the heads it has targets for although its source
+    does not label them (data/dataset.py gives a source's own targets only for the heads it labels). An empty
+    teacher target counts: the teacher saw nothing there, so the head learns background."""
+    return [{h for h in t if h not in source_heads[s]} for s, t in zip(sources, targets, strict=True)]
 
 
 @dataclass

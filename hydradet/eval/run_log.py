@@ -2,7 +2,9 @@
 
 - `train.plots` (on by default): results.png; per detect head PR_curve_<head>.png and F1_curve_<head>.png; per
   detect or classify head confusion_matrix_<head>.png; train_batch0..2.jpg (the run's first batches after
-  augmentation, each sample's boxes in its heads' colours and the heads it supervises written on it);
+  augmentation, each sample's boxes in its heads' colours and the heads it supervises written on it; with
+  `train.pseudo` also the first TRAIN_BATCHES batches that carry a teacher's targets, train_batch<step>.jpg, the
+  teacher's boxes dashed and ignore regions hatched);
   val_batch<k>_labels.jpg / _pred.jpg (the first batch of each val source, up to three).
 - `train.tensorboard` (off by default; optional package): each results.csv row as scalars, the train batches and
   each evaluated epoch's val prediction pictures.
@@ -13,6 +15,7 @@ Both off: nothing is drawn and matplotlib is never imported. `hydradet val` writ
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +23,13 @@ from PIL import Image
 
 from hydradet.config.schema import Config, HeadConfig
 from hydradet.data.dataset import Batch
+from hydradet.data.pseudo_labels import teacher_heads
 from hydradet.eval.batch_pictures import batch_picture
 from hydradet.eval.evaluate import EvalDetails
 from hydradet.files import atomic_save
 
 TRAIN_BATCHES = 3  # train_batch0..2.jpg, as Ultralytics draws its first three
+_STEP = re.compile(r"train_batch(\d+)\.jpg")
 
 
 class RunLog:
@@ -34,6 +39,8 @@ class RunLog:
 
     def __init__(self, cfg: Config) -> None:
         self.heads = cfg.heads
+        self.source_heads = cfg.source_heads()  # which targets are a teacher's (train.pseudo): the heads not here
+        self._taught_pictures = 0  # pictures drawn of batches that carry a teacher's targets
         self.plots = cfg.train.plots
         if cfg.train.tensorboard:
             from hydradet.eval.tensorboard import require_tensorboard
@@ -50,16 +57,28 @@ class RunLog:
 
     def start(self, run_dir: Path) -> None:
         self.run_dir = run_dir
+        # A resumed run counts the teacher pictures its folder already holds (those after the first steps), so
+        # that it does not draw three more; a fresh folder holds none.
+        steps = [int(m[1]) for p in run_dir.glob("train_batch*.jpg") if (m := _STEP.fullmatch(p.name))]
+        self._taught_pictures = sum(s >= TRAIN_BATCHES for s in steps)
         if self._tensorboard_on:
             from hydradet.eval.tensorboard import TensorBoardLog
 
             self.tensorboard = TensorBoardLog(run_dir)
 
     def train_batch(self, step: int, batch: Batch) -> None:
-        """train_batch<step>.jpg for the run's first TRAIN_BATCHES steps (step counted over the run)."""
-        if step >= TRAIN_BATCHES or not self.on or self.run_dir is None:
+        """train_batch<step>.jpg for the run's first TRAIN_BATCHES steps (step counted over the run), and for the
+        first TRAIN_BATCHES batches that carry a teacher's targets (train.pseudo; the EMA teacher starts only after
+        `start_epoch` epochs), whichever step they come at."""
+        done = step >= TRAIN_BATCHES and self._taught_pictures >= TRAIN_BATCHES
+        if done or not self.on or self.run_dir is None:
             return
-        picture = batch_picture(batch.images, batch.targets, batch.sources, _classes(self.heads))
+        taught = teacher_heads(batch.sources, batch.targets, self.source_heads)  # train.pseudo's rows
+        teacher = any(taught)
+        if step >= TRAIN_BATCHES and not teacher:  # past the first steps: only teacher batches, until done
+            return
+        self._taught_pictures += int(teacher)
+        picture = batch_picture(batch.images, batch.targets, batch.sources, _classes(self.heads), taught=taught)
         if self.plots:
             save_jpg(picture, self.run_dir / f"train_batch{step}.jpg")
         if self.tensorboard is not None:

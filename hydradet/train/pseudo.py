@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from hydradet.config.schema import Config
 from hydradet.data.dataset import Batch, SourceDataset, collate, unletterbox
-from hydradet.data.pseudo_labels import CachedDetections, split_by_score
+from hydradet.data.pseudo_labels import CachedDetections, split_by_score, teacher_heads
 from hydradet.errors import ConfigError, WeightsError
 from hydradet.files import atomic_save
 from hydradet.model.detector import HydraDetector
@@ -45,19 +45,12 @@ from hydradet.train.rule import rows_without_labels
 CACHE = "pseudo_labels.pt"  # in the run folder: a file teacher's boxes
 
 
-def pseudo_heads(cfg: Config) -> tuple[str, ...]:
-    """The detect heads that learn from a teacher on other sources' images: train.pseudo.heads, or every detect head."""
-    return tuple(cfg.train.pseudo.heads) or tuple(h for h, c in cfg.heads.items() if c.task == "detect")
-
-
 def pseudo_rows(batch: Batch, source_heads: Mapping[str, Iterable[str]]) -> dict[str, Tensor]:
-    """head -> the samples whose targets hold that head although their source does not label it: the teacher's
-    targets (a source's own targets exist only for the heads it labels, data/dataset.py). Absent if none."""
+    """head -> the samples whose targets for that head are its teacher's (data/pseudo_labels.py:teacher_heads)."""
     rows: dict[str, list[int]] = {}
-    for i, (source, targets) in enumerate(zip(batch.sources, batch.targets, strict=True)):
-        for head in targets:
-            if head not in source_heads[source]:
-                rows.setdefault(head, []).append(i)
+    for i, heads in enumerate(teacher_heads(batch.sources, batch.targets, source_heads)):
+        for head in heads:
+            rows.setdefault(head, []).append(i)
     return {h: torch.tensor(idx, dtype=torch.long) for h, idx in rows.items()}
 
 
@@ -75,7 +68,7 @@ def load_teacher(cfg: Config) -> HydraDetector:
     a teacher's class ids must mean the student head's classes."""
     path = Path(cfg.train.pseudo.teacher)
     teacher = load_model(path)
-    for head in pseudo_heads(cfg):
+    for head in cfg.pseudo_heads():
         want = cfg.heads[head].classes
         have = teacher.head_cfgs.get(head)
         if have is None or have.task != "detect" or have.classes != want:
@@ -95,14 +88,14 @@ def thresholds(cfg: Config, conf: Mapping[str, float], where: str) -> dict[str, 
     head's F1-optimal conf from `conf`; a head without one raises ConfigError, naming `where` it was looked for."""
     high = cfg.train.pseudo.high
     if high != "calibrated":
-        return dict.fromkeys(pseudo_heads(cfg), high)  # type: ignore[arg-type]
-    missing = [h for h in pseudo_heads(cfg) if h not in conf]
+        return dict.fromkeys(cfg.pseudo_heads(), high)  # type: ignore[arg-type]
+    missing = [h for h in cfg.pseudo_heads() if h not in conf]
     if missing:
         raise ConfigError(
             f"train.pseudo.high=calibrated: {where} has no calibrated conf for head(s) {', '.join(missing)} (it is "
             "measured on the head's val data); give the score instead, e.g. train.pseudo.high=0.5"
         )
-    return {h: float(conf[h]) for h in pseudo_heads(cfg)}
+    return {h: float(conf[h]) for h in cfg.pseudo_heads()}
 
 
 @torch.no_grad()
@@ -161,7 +154,7 @@ def cached_detections(
     head, from the run folder's cache when it was made by this teacher file for these images and settings (a resumed
     run reuses it), else computed now and saved there."""
     ps, source_heads = cfg.train.pseudo, cfg.source_heads()
-    need = {ds.source: [h for h in pseudo_heads(cfg) if h not in source_heads[ds.source]] for ds in train_sets}
+    need = {ds.source: [h for h in cfg.pseudo_heads() if h not in source_heads[ds.source]] for ds in train_sets}
     key = _cache_key(cfg, train_sets)
     path = run_dir / CACHE
     if path.is_file():
@@ -196,16 +189,22 @@ class PseudoTeacher:
 
     def __init__(self, cfg: Config, device: torch.device) -> None:
         self.cfg, self.ps = cfg, cfg.train.pseudo
-        self.heads = pseudo_heads(cfg)
+        self.heads = cfg.pseudo_heads()
         self.source_heads = cfg.source_heads()
         self.nms = (cfg.eval.iou, cfg.eval.max_det)
         self.file = None if self.ps.teacher == "ema" else load_teacher(cfg).to(device)
-        self.high = thresholds(cfg, self.file.calibrated_conf, str(self.ps.teacher)) if self.file else {}
+        boxes_from_file = self.file is not None and self.ps.mode == "boxes"
+        self.high = thresholds(cfg, self.file.calibrated_conf, str(self.ps.teacher)) if boxes_from_file else {}
         self.distiller: Distiller | None = None
         self.device = device
+        self.log: Callable[[str], None] = print
+        self.epoch = 0  # the epoch `high` was last set for (the EMA's calibrated conf moves at each evaluation)
 
-    def prepare(self, model: HydraDetector, train_sets: list[SourceDataset], run_dir: Path, log: Callable) -> None:
+    def prepare(
+        self, model: HydraDetector, train_sets: list[SourceDataset], run_dir: Path, log: Callable[[str], None]
+    ) -> None:
         """A file teacher: its boxes onto the datasets (boxes mode) or its model as the soft teacher."""
+        self.log = log
         if self.file is None:
             return
         if self.ps.mode == "soft":
@@ -215,6 +214,7 @@ class PseudoTeacher:
         for ds in train_sets:
             if ds.source in found:
                 ds.pseudo = CachedDetections(found[ds.source], self.high, self.ps.low)
+        log(f"pseudo: {self._describe()}")
         self.file = None  # its boxes are cached: the model is not needed during training
 
     def starts(self, epoch: int) -> bool:
@@ -227,20 +227,29 @@ class PseudoTeacher:
         if not self.starts(epoch):
             return None, None
         if self.ps.teacher == "ema":
-            assert ema is not None
-            if self.ps.mode == "soft":
-                if self.distiller is None:
-                    self.distiller = Distiller(ema, self.heads, self.ps.weight, teacher=ema)
-                return self.distiller, None
-            fallback = "the run's latest evaluation"
-            label_batch(
-                ema,
-                batch,
-                self.source_heads,
-                thresholds(self.cfg, ema.calibrated_conf, fallback),
-                self.ps.low,
-                self.nms,
-            )
+            assert ema is not None, "train.pseudo.teacher=ema needs train.ema.enabled (the config checks it)"
+            if self.ps.mode == "soft" and self.distiller is None:
+                self.distiller = Distiller(ema, self.heads, self.ps.weight, teacher=ema)
+                self.log(f"pseudo: from epoch {epoch}, {self._describe()}")
+            elif self.ps.mode == "boxes":
+                if epoch != self.epoch:  # the latest evaluation's calibrated conf, fixed for the epoch
+                    self.high = self._ema_thresholds(ema)
+                    self.epoch = epoch
+                    self.log(f"pseudo: epoch {epoch}, {self._describe()}")
+                label_batch(ema, batch, self.source_heads, self.high, self.ps.low, self.nms)
         if self.ps.mode == "soft":
             return self.distiller, None
         return None, self.ps.weight
+
+    def _ema_thresholds(self, ema: HydraDetector) -> dict[str, float | None]:
+        """`calibrated`: each head's F1-optimal conf at the latest evaluation (the config ensures one took place and
+        the head has val data); a head whose evaluation found no conf (nothing detected) takes predict.conf."""
+        conf = {**dict.fromkeys(self.heads, self.cfg.predict.conf), **ema.calibrated_conf}
+        return thresholds(self.cfg, conf, "the run's latest evaluation")
+
+    def _describe(self) -> str:
+        who = "the run's EMA" if self.ps.teacher == "ema" else str(self.ps.teacher)
+        if self.ps.mode == "soft":
+            return f"teacher {who}, soft targets for {', '.join(self.heads)} on other sources' images"
+        high = ", ".join(f"{h} {'none' if v is None else f'>= {v:.3g}'}" for h, v in self.high.items())
+        return f"teacher {who}: positives {high}; ignore regions from {self.ps.low:g}; below: background"

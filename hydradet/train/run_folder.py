@@ -15,7 +15,6 @@ from hydradet.files import atomic_write_text
 from hydradet.model.detector import HydraDetector
 from hydradet.model.weights import save_weights
 from hydradet.train.balance import MOVING_WEIGHTS
-from hydradet.train.pseudo import pseudo_heads
 
 
 def new_run_dir(base: Path) -> Path:
@@ -35,7 +34,7 @@ def csv_columns(cfg: Config) -> list[str]:
     if cfg.train.balance.method in MOVING_WEIGHTS:  # Balancer.weights_now
         cols += [f"balance/{h}" for h in cfg.heads]
     if cfg.train.pseudo.enabled and cfg.train.pseudo.mode == "boxes":  # what the teacher put on the batches
-        cols += [f"pseudo_{what}/{h}" for h in pseudo_heads(cfg) for what in ("boxes", "ignore")]
+        cols += [f"pseudo_{what}/{h}" for h in cfg.pseudo_heads() for what in ("boxes", "ignore")]
     return cols + [f"{h}/{m}" for h, head in cfg.heads.items() for m in METRICS[head.task]]
 
 

@@ -40,7 +40,7 @@ from hydradet.train.distributed import Dist, check_distributable, device_from, f
 from hydradet.train.ema import ModelEMA
 from hydradet.train.optim import build_optimizer, lr_factor, set_lr
 from hydradet.train.precision import precision_for
-from hydradet.train.pseudo import PseudoTeacher, pseudo_counts, pseudo_heads
+from hydradet.train.pseudo import PseudoTeacher, pseudo_counts
 from hydradet.train.run_folder import csv_columns, new_run_dir, save_final_weights, write_results_csv
 from hydradet.train.step import NonFiniteStep, train_step
 
@@ -251,7 +251,7 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
         row.update({f"bad_steps/{h}": progress.bad_steps.get(h, 0) for h in cfg.heads})
         row.update({f"balance/{h}": round(w, 4) for h, w in balance_now.items()})
         if pseudo is not None and cfg.train.pseudo.mode == "boxes":  # the teacher's boxes this epoch (all ranks')
-            heads = pseudo_heads(cfg)
+            heads = cfg.pseudo_heads()
             counts = dist.sum([float(progress.pseudo.get(h, [0, 0])[k]) for h in heads for k in (0, 1)])
             for j, h in enumerate(heads):
                 row.update({f"pseudo_boxes/{h}": int(counts[2 * j]), f"pseudo_ignore/{h}": int(counts[2 * j + 1])})
