@@ -7,8 +7,7 @@ left unlabelled). Scored on the other 30 % of coco-train, fully labelled (`coco_
 the cross-source truth), and on each source's own val split (in domain).
 
   hydradet         heads person and animal; a sample supervises only the heads its source labels
-  pseudo           hydradet with `train.pseudo` at its defaults (the run's EMA as teacher, from epoch 2) and an
-                   evaluation every epoch (the teacher's calibrated conf comes from it; its time counts)
+  pseudo           hydradet with `train.pseudo` at its defaults (the run's EMA as teacher, from epoch 2)
   pseudo-file      hydradet with `train.pseudo.teacher` = the hydradet row's best weights, from the first step;
                    its minutes include the hydradet row's (the teacher's own training)
   --variant N:k=v  extra hydradet rows with config overrides on top of the recipe, held to the same targets
@@ -84,7 +83,7 @@ def main() -> None:
     if "hydradet" in rows or "pseudo-file" in rows:  # the file teacher is the hydradet row's model
         plan.append(("hydradet", [(HEADS, [])]))
     if "pseudo" in rows:
-        plan.append(("pseudo", [(HEADS, ["train.pseudo.enabled=true", "eval.every=1"])]))
+        plan.append(("pseudo", [(HEADS, ["train.pseudo.enabled=true"])]))
     if "pseudo-file" in rows:
         plan.append(("pseudo-file", [(HEADS, ["train.pseudo.enabled=true"])]))  # + the teacher, once trained
     for name, overrides in map(parse_variant, args.variant):

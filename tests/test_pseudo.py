@@ -195,7 +195,7 @@ def test_a_teacher_file_whose_classes_differ_stops_before_training_naming_the_he
     [
         (["train.pseudo.high=0.5", "train.pseudo.heads=[nose]"], "train.pseudo.heads", "not a detect head"),
         (["train.pseudo.high=1.5"], "train.pseudo.high", "(0, 1]"),
-        ([], "train.pseudo.high", "val data"),  # calibrated is measured on val data, and these sources have none
+        (["train.pseudo.high=calibrated"], "train.pseudo.high", "val data"),  # these sources have no val data
         (["train.pseudo.high=0.5", "train.ema.enabled=false"], "train.pseudo.teacher", "train.ema.enabled"),
         (
             ["train.pseudo.high=0.5", "train.distill_old_heads=true", "model.init=x.safetensors"],
@@ -210,8 +210,11 @@ def test_pseudo_settings_that_cannot_work_are_refused_naming_the_key(overrides: 
     assert key in str(refused.value) and words in str(refused.value)
 
 
+CALIBRATED = ["train.pseudo.enabled=true", "train.pseudo.high=calibrated"]
+
+
 def test_a_calibrated_ema_teacher_without_an_evaluation_before_it_starts_is_refused(world: Path):
     with pytest.raises(ConfigError) as refused:
-        load_config(world / "hydradet.yaml", ["train.pseudo.enabled=true", "eval.every=2"])
+        load_config(world / "hydradet.yaml", [*CALIBRATED, "eval.every=2"])
     assert "train.pseudo.high" in str(refused.value) and "eval.every" in str(refused.value)
-    load_config(world / "hydradet.yaml", ["train.pseudo.enabled=true", "eval.every=2", "train.pseudo.start_epoch=2"])
+    load_config(world / "hydradet.yaml", [*CALIBRATED, "eval.every=2", "train.pseudo.start_epoch=2"])

@@ -26,6 +26,8 @@ from hydradet.train.checkpoint import CHECKPOINT
 STEPS = 5
 RUN = [*CLI_FAST, "train.epochs=3", f"train.steps_per_epoch={STEPS}", "train.save_period=0", "eval.every=2"]
 TIME_COLUMNS = {"time_s", "eval_s"}
+# train.pseudo with thresholds an untrained teacher reaches, so that its boxes and ignore regions are many
+PSEUDO_LOW = ["train.pseudo.enabled=true", "train.pseudo.high=0.06", "train.pseudo.low=0.04"]
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +119,10 @@ def _assert_same_state(a: Path, b: Path) -> None:
         ["train.workers=2"],
         ["train.workers=0", "train.balance.method=uncertainty"],
         ["train.workers=0", "train.sampling.mode=alternate", "train.balance.method=dwa", "augment.mosaic=0.5"],
+        # train.pseudo with the EMA teacher, which starts in epoch 2 (the killed one): its boxes on every batch
+        ["train.workers=0", *PSEUDO_LOW],
     ],
-    ids=["workers0", "workers2", "uncertainty", "alternate_dwa_mosaic"],
+    ids=["workers0", "workers2", "uncertainty", "alternate_dwa_mosaic", "pseudo_ema"],
 )
 def test_a_run_killed_mid_epoch_resumes_to_the_bit_identical_end_state(world: Path, tmp_path: Path, extra: list[str]):
     config = str(world / "hydradet.yaml")
@@ -137,6 +141,25 @@ def test_a_run_killed_mid_epoch_resumes_to_the_bit_identical_end_state(world: Pa
     assert not (killed / "weights" / ".last.safetensors.tmp-99999").exists()
     assert progress["in_epoch"] > 0
     _assert_same_state(tmp_path / "whole", killed)
+
+
+def test_a_pseudo_run_with_a_teacher_file_resumes_bit_identical_reusing_the_cached_boxes(world: Path, tmp_path: Path):
+    config = str(world / "hydradet.yaml")
+    assert main(["train", config, *RUN, "train.epochs=1", f"project={tmp_path}", "name=teacher"]) == 0
+    teacher = tmp_path / "teacher" / "weights" / "best.safetensors"
+    args = [*RUN, "train.workers=0", "augment.mosaic=0.5", *PSEUDO_LOW, f"train.pseudo.teacher={teacher}"]
+    assert main(["train", config, *args, f"project={tmp_path}", "name=whole"]) == 0
+
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "hydradet", "train", config, *args, f"project={tmp_path}", "name=killed"]
+    _kill_mid_epoch(cmd, killed, epoch=2)
+    cache = killed / "pseudo_labels.pt"
+    written = cache.stat().st_mtime_ns
+    assert main(["train", "--resume", str(killed)]) == 0
+    assert cache.stat().st_mtime_ns == written  # reused, not computed again
+    _assert_same_state(tmp_path / "whole", killed)
+    rows = list(csv.DictReader((killed / "results.csv").open()))
+    assert all(int(r["pseudo_boxes/person"]) + int(r["pseudo_ignore/person"]) > 0 for r in rows)
 
 
 def test_resume_refuses_a_changed_config_naming_the_key_but_lets_epochs_grow(world: Path, tmp_path: Path, capsys):

@@ -326,7 +326,7 @@ class Config(Strict):
             raise KeyedError(
                 "train.pseudo.teacher", "`ema` needs train.ema.enabled=true, or give a weights file as the teacher"
             )
-        if ps.mode != "boxes" or ps.high != "calibrated":
+        if ps.high != "calibrated":
             return
         no_val = [h for h in self.pseudo_heads() if not any(s.val and h in s.labels for s in self.sources.values())]
         if no_val:

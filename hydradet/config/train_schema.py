@@ -63,7 +63,6 @@ class PseudoConfig(Strict):
 
     enabled: bool
     teacher: Literal["ema"] | Path  # the run's own EMA, or a hydradet .safetensors file
-    mode: Literal["boxes", "soft"]
     heads: list[str]  # [] = every detect head
     high: Literal["calibrated"] | float | None = Field(union_mode="left_to_right")
     low: float = Field(gt=0, le=1)

@@ -20,21 +20,14 @@ from hydradet.train.rule import rows_without_labels
 
 
 class Distiller:
-    """A frozen copy of the initial model, the teacher of its `old_heads`.
+    """A frozen copy of the initial model, the teacher of its `old_heads`."""
 
-    teacher: use this model as the teacher, as it is (no copy; it must be in eval mode without gradients), e.g.
-    the run's EMA for `train.pseudo.mode=soft` (train/pseudo.py). None: a frozen deep copy of `model`."""
-
-    def __init__(
-        self, model: HydraDetector, old_heads: Iterable[str], weight: float = 1.0, teacher: HydraDetector | None = None
-    ) -> None:
+    def __init__(self, model: HydraDetector, old_heads: Iterable[str], weight: float = 1.0) -> None:
         self.old_heads = tuple(h for h in model.heads if h in set(old_heads))
         self.weight = weight
-        if teacher is None:
-            teacher = copy.deepcopy(model).eval()
-            for p in teacher.parameters():
-                p.requires_grad_(False)
-        self.teacher = teacher
+        self.teacher = copy.deepcopy(model).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
 
     def rows(self, sources: list[str], source_heads: Mapping[str, Iterable[str]]) -> dict[str, Tensor]:
         """old head -> the samples whose source does not label it (the teacher's rows); absent if none."""

@@ -16,9 +16,10 @@ Teachers (`train.pseudo.teacher`):
 - a weights file: its boxes over every train image of the sources that lack the head, computed once before training
   (`cached_detections`), saved in the run folder (reused on resume), and set on the datasets (data/pseudo_labels.py)
   so that augmentation and mosaic move them exactly like real labels.
-Modes (`train.pseudo.mode`): `boxes` (score >= high: positive; low..high: ignore region; below: background;
-data/pseudo_labels.py:split_by_score) | `soft` (the teacher's dense outputs as soft targets at every location: the
-distillation loss of train/distill.py, the teacher run on each batch).
+A teacher's detections become targets by score (data/pseudo_labels.py:split_by_score): >= high a positive,
+low..high an ignore region, below low background. Soft dense targets (the teacher's scores at every location through
+the distillation loss of train/distill.py, as Dense Teacher) were tried with the EMA teacher and measured far worse
+(BENCHMARKS.md): the student chased its own lagging average until both detected nothing.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from hydradet.errors import ConfigError, WeightsError
 from hydradet.files import atomic_save
 from hydradet.model.detector import HydraDetector
 from hydradet.model.weights import load_model
-from hydradet.train.distill import Distiller
 from hydradet.train.rule import rows_without_labels
 
 CACHE = "pseudo_labels.pt"  # in the run folder: a file teacher's boxes
@@ -193,22 +193,15 @@ class PseudoTeacher:
         self.source_heads = cfg.source_heads()
         self.nms = (cfg.eval.iou, cfg.eval.max_det)
         self.file = None if self.ps.teacher == "ema" else load_teacher(cfg).to(device)
-        boxes_from_file = self.file is not None and self.ps.mode == "boxes"
-        self.high = thresholds(cfg, self.file.calibrated_conf, str(self.ps.teacher)) if boxes_from_file else {}
-        self.distiller: Distiller | None = None
+        self.high = thresholds(cfg, self.file.calibrated_conf, str(self.ps.teacher)) if self.file else {}
         self.device = device
         self.log: Callable[[str], None] = print
         self.epoch = 0  # the epoch `high` was last set for (the EMA's calibrated conf moves at each evaluation)
 
-    def prepare(
-        self, model: HydraDetector, train_sets: list[SourceDataset], run_dir: Path, log: Callable[[str], None]
-    ) -> None:
-        """A file teacher: its boxes onto the datasets (boxes mode) or its model as the soft teacher."""
+    def prepare(self, train_sets: list[SourceDataset], run_dir: Path, log: Callable[[str], None]) -> None:
+        """A file teacher: its boxes onto the datasets (computed, or read from the run folder's cache)."""
         self.log = log
         if self.file is None:
-            return
-        if self.ps.mode == "soft":
-            self.distiller = Distiller(model, self.heads, self.ps.weight, teacher=self.file)
             return
         found = cached_detections(self.file, self.cfg, train_sets, run_dir, self.device, log)
         for ds in train_sets:
@@ -221,25 +214,19 @@ class PseudoTeacher:
         """Whether the teacher takes part in this epoch's steps (ema: after start_epoch epochs; a file: always)."""
         return self.ps.teacher != "ema" or epoch > self.ps.start_epoch
 
-    def before_step(self, batch: Batch, epoch: int, ema: HydraDetector | None) -> tuple[Distiller | None, float | None]:
-        """(distiller, pseudo_weight) for train_step: the EMA teacher labels the batch first (boxes) or becomes the
-        soft teacher; (None, None) while the teacher has not started."""
+    def before_step(self, batch: Batch, epoch: int, ema: HydraDetector | None) -> float | None:
+        """The pseudo_weight for train_step (None while the teacher has not started); the EMA teacher first puts
+        its targets into the batch (a file teacher's came with the samples)."""
         if not self.starts(epoch):
-            return None, None
+            return None
         if self.ps.teacher == "ema":
             assert ema is not None, "train.pseudo.teacher=ema needs train.ema.enabled (the config checks it)"
-            if self.ps.mode == "soft" and self.distiller is None:
-                self.distiller = Distiller(ema, self.heads, self.ps.weight, teacher=ema)
-                self.log(f"pseudo: from epoch {epoch}, {self._describe()}")
-            elif self.ps.mode == "boxes":
-                if epoch != self.epoch:  # the latest evaluation's calibrated conf, fixed for the epoch
-                    self.high = self._ema_thresholds(ema)
-                    self.epoch = epoch
-                    self.log(f"pseudo: epoch {epoch}, {self._describe()}")
-                label_batch(ema, batch, self.source_heads, self.high, self.ps.low, self.nms)
-        if self.ps.mode == "soft":
-            return self.distiller, None
-        return None, self.ps.weight
+            if epoch != self.epoch:  # the latest evaluation's calibrated conf, fixed for the epoch
+                self.high = self._ema_thresholds(ema)
+                self.epoch = epoch
+                self.log(f"pseudo: epoch {epoch}, {self._describe()}")
+            label_batch(ema, batch, self.source_heads, self.high, self.ps.low, self.nms)
+        return self.ps.weight
 
     def _ema_thresholds(self, ema: HydraDetector) -> dict[str, float | None]:
         """`calibrated`: each head's F1-optimal conf at the latest evaluation (the config ensures one took place and
@@ -249,7 +236,5 @@ class PseudoTeacher:
 
     def _describe(self) -> str:
         who = "the run's EMA" if self.ps.teacher == "ema" else str(self.ps.teacher)
-        if self.ps.mode == "soft":
-            return f"teacher {who}, soft targets for {', '.join(self.heads)} on other sources' images"
         high = ", ".join(f"{h} {'none' if v is None else f'>= {v:.3g}'}" for h, v in self.high.items())
         return f"teacher {who}: positives {high}; ignore regions from {self.ps.low:g}; below: background"

@@ -33,7 +33,7 @@ def csv_columns(cfg: Config) -> list[str]:
     cols += [*(f"bad_steps/{h}" for h in cfg.heads), "eval_s"]
     if cfg.train.balance.method in MOVING_WEIGHTS:  # Balancer.weights_now
         cols += [f"balance/{h}" for h in cfg.heads]
-    if cfg.train.pseudo.enabled and cfg.train.pseudo.mode == "boxes":  # what the teacher put on the batches
+    if cfg.train.pseudo.enabled:  # what the teacher put on each epoch's batches (train/pseudo.py)
         cols += [f"pseudo_{what}/{h}" for h in cfg.pseudo_heads() for what in ("boxes", "ignore")]
     return cols + [f"{h}/{m}" for h, head in cfg.heads.items() for m in METRICS[head.task]]
 

@@ -139,10 +139,10 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
     run_log.start(run_dir)
     if pseudo is not None:  # a file teacher's boxes: computed by rank 0 (or read from the run folder), then shared
         if dist.main:
-            pseudo.prepare(model, train_sets, run_dir, log)
+            pseudo.prepare(train_sets, run_dir, log)
         dist.barrier()
         if not dist.main:
-            pseudo.prepare(model, train_sets, run_dir, log)
+            pseudo.prepare(train_sets, run_dir, log)
     source_heads = cfg.source_heads()
     total_steps, warmup = cfg.train.epochs * steps, round(cfg.train.warmup_epochs * steps)
     results_csv = run_dir / "results.csv"
@@ -191,9 +191,9 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
         )
         for batch in bar:
             batch = batch.to(device, cfg.train.channels_last)
-            teacher, pseudo_weight = distiller, None
+            pseudo_weight = None
             if pseudo is not None:  # the EMA teacher labels the batch here; a file teacher's boxes came with it
-                teacher, pseudo_weight = pseudo.before_step(batch, epoch, final if ema is not None else None)
+                pseudo_weight = pseudo.before_step(batch, epoch, final if ema is not None else None)
                 progress.count_pseudo(pseudo_counts(batch, source_heads) if pseudo_weight is not None else {})
             run_log.train_batch(progress.step, batch)  # train_batch0..2.jpg: the run's first batches, augmented
             lr = cfg.train.lr * lr_factor(progress.step, total_steps, warmup, cfg.train)
@@ -206,7 +206,7 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
                     source_heads,
                     cfg.train.grad_clip,
                     balancer,
-                    teacher,
+                    distiller,
                     cfg.train.balance.trunk,
                     dist,
                     precision,
@@ -250,7 +250,7 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
         row.update({f"loss/{h}": round(float(progress.sums[h] / progress.counts[h]), 4) for h in progress.sums})
         row.update({f"bad_steps/{h}": progress.bad_steps.get(h, 0) for h in cfg.heads})
         row.update({f"balance/{h}": round(w, 4) for h, w in balance_now.items()})
-        if pseudo is not None and cfg.train.pseudo.mode == "boxes":  # the teacher's boxes this epoch (all ranks')
+        if pseudo is not None:  # what the teacher put on this epoch's batches (all ranks')
             heads = cfg.pseudo_heads()
             counts = dist.sum([float(progress.pseudo.get(h, [0, 0])[k]) for h in heads for k in (0, 1)])
             for j, h in enumerate(heads):
