@@ -184,15 +184,17 @@ def test_trunk_balancing_scales_only_what_each_head_sends_into_the_trunk():
         sum(sum(t.values()) for h, t in losses.items() if only in (None, h)).backward()
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
-    plain, balanced = grads("sum"), grads("positives")
+    plain = grads("sum")
     per_head = {h: grads("sum", only=h) for h in counts}
-    weights = {h: 2 * c / sum(counts.values()) for h, c in counts.items()}
-    assert abs(weights["person"] - 1) > 0.05  # the case is not trivially balanced
-    for n in plain:
-        if n.startswith("heads."):
-            assert torch.equal(plain[n], balanced[n]), n
-    trunk_names = [n for n in balanced if not n.startswith("heads.")]
-    assert trunk_names
-    for n in trunk_names:
-        want = sum(weights[h] * per_head[h][n] for h in counts if n in per_head[h])
-        torch.testing.assert_close(balanced[n], want, rtol=1e-4, atol=1e-7)
+    for mode, power in (("positives", 1.0), ("sqrt", 0.5)):  # shares of count ** power
+        balanced = grads(mode)
+        weights = {h: 2 * c**power / sum(v**power for v in counts.values()) for h, c in counts.items()}
+        assert abs(weights["person"] - 1) > 0.05  # the case is not trivially balanced
+        for n in plain:
+            if n.startswith("heads."):
+                assert torch.equal(plain[n], balanced[n]), n
+        trunk_names = [n for n in balanced if not n.startswith("heads.")]
+        assert trunk_names
+        for n in trunk_names:
+            want = sum(weights[h] * per_head[h][n] for h in counts if n in per_head[h])
+            torch.testing.assert_close(balanced[n], want, rtol=1e-4, atol=1e-7)

@@ -265,10 +265,10 @@ class Config(Strict):
                 raise KeyedError(
                     f"train.balance.weights.{head}", f"unknown head; configured heads: {sorted(self.heads)}"
                 )
-        if bal.trunk == "positives" and self.model.loss_norm != "running":
+        if bal.trunk != "sum" and self.model.loss_norm != "running":
             raise KeyedError(
                 "train.balance.trunk",
-                "`positives` weighs heads by their running positive counts, kept with model.loss_norm=running; "
+                f"`{bal.trunk}` weighs heads by their running positive counts, kept with model.loss_norm=running; "
                 "set model.loss_norm=running, or train.balance.trunk=sum",
             )
         if bal.weights and bal.method != "fixed":

@@ -25,7 +25,7 @@ class BalanceConfig(Strict):
     method: Literal["fixed", "uncertainty", "dwa", "pcgrad"]
     weights: dict[str, float]
     temperature: float = Field(gt=0)
-    trunk: Literal["sum", "positives"]
+    trunk: Literal["sum", "positives", "sqrt"]
 
     @field_validator("weights")
     @classmethod

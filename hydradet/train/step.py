@@ -17,6 +17,8 @@ from hydradet.train.precision import Precision, to_fp32
 from hydradet.train.pseudo import pseudo_rows
 from hydradet.train.rule import check_untouched, clear_grads, clip_grads, rows_per_head
 
+TRUNK_POWER = {"positives": 1.0, "sqrt": 0.5}  # train.balance.trunk -> the power of trunk_scales' shares
+
 
 def head_losses(
     model: HydraDetector,
@@ -38,7 +40,8 @@ def head_losses(
     does not label it but whose targets hold the head's teacher boxes, and gets `pseudo_*` terms there (x weight),
     under one normaliser with its labelled samples (their positives together). None: such targets cannot exist.
 
-    trunk="positives": each detect head's gradient into the shared backbone and neck is weighted by `trunk_scales`.
+    trunk="positives" / "sqrt": each detect head's gradient into the shared backbone and neck is weighted by
+    `trunk_scales`.
 
     dist (several processes, train/distributed.py): `batch` is this rank's share of the global batch; each term is
     this rank's part of the global loss (a local sum over the global normaliser), so summing the gradients over the
@@ -53,7 +56,8 @@ def head_losses(
     active = dist.active_heads(ran, model.heads) if dist.enabled else rows
     precision = precision or Precision()
     with precision.autocast():  # train.amp: the forward in bf16 / fp16, the losses below in fp32
-        outputs = model(batch.images, run, trunk_scales(model, active) if trunk == "positives" else None)
+        scales = trunk_scales(model, active, TRUNK_POWER[trunk]) if trunk in TRUNK_POWER else None
+        outputs = model(batch.images, run, scales)
     if precision.dtype is not None:
         outputs = {h: to_fp32(o) for h, o in outputs.items()}
 
@@ -130,16 +134,20 @@ def _detect_sums(
     return sums, count
 
 
-def trunk_scales(model: HydraDetector, rows: Mapping[str, Tensor]) -> dict[str, float]:
+def trunk_scales(model: HydraDetector, rows: Mapping[str, Tensor], power: float = 1.0) -> dict[str, float]:
     """`train.balance.trunk: positives`: head -> weight of its gradient on the shared trunk, K x its share of the
     active detect heads' running positive counts (DetectHead.running_fg, needs model.loss_norm=running), so that
     on the shared features every object weighs about the same whichever head it belongs to, as in one merged head.
     Each head still divides its own loss by its own positives, so its own parameters' gradient, and the rule, are
     unchanged; only how hard it pulls on the trunk is. Image-level heads are not scaled. Empty (no scaling) until
-    every active detect head has a count, or with fewer than two of them."""
+    every active detect head has a count, or with fewer than two of them.
+
+    power: the shares are of count ** power; `trunk: sqrt` is 0.5, halfway (in log terms) between `positives` (1)
+    and `sum` (0: every head 1), as temperature sampling is between proportional and equal."""
     counts = {h: float(model.heads[h].running_fg) for h in rows if hasattr(model.heads[h], "running_fg")}
     if len(counts) < 2 or min(counts.values()) <= 0:
         return {}
+    counts = {h: c**power for h, c in counts.items()}
     total = sum(counts.values())
     return {h: len(counts) * c / total for h, c in counts.items()}
 
