@@ -52,8 +52,9 @@ def head_losses(
     taught = distiller.rows(batch.sources, source_heads) if distiller is not None else {}
     pseudo = pseudo_rows(batch, source_heads) if pseudo_weight is not None else {}
     run = _rows_to_run(rows, taught | pseudo, len(batch.sources), device)
-    ran = {h: len(rows.get(h, ())) + len(pseudo.get(h, ())) for h in rows.keys() | pseudo.keys()}
-    active = dist.active_heads(ran, model.heads) if dist.enabled else rows
+    # the heads that run, with their rows: labelled, plus teacher rows (in `rows`' order, then teacher-only heads)
+    ran = {h: len(rows.get(h, ())) + len(pseudo.get(h, ())) for h in run if h in rows or h in pseudo}
+    active = dist.active_heads(ran, model.heads) if dist.enabled else ran
     precision = precision or Precision()
     with precision.autocast():  # train.amp: the forward in bf16 / fp16, the losses below in fp32
         scales = trunk_scales(model, active, TRUNK_POWER[trunk]) if trunk in TRUNK_POWER else None
