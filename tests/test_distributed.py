@@ -142,10 +142,39 @@ def _sharded_evaluation(dist: Dist, out: Path) -> dict:
     )
 
 
+def _with_teacher_targets(cfg, batch: Batch) -> Batch:
+    """Each sample gets, for the head its source does not label, a teacher's targets: one positive and, where the
+    draw gives more boxes, ignore regions (train.pseudo; fixed boxes instead of a teacher model)."""
+    drawn = make_batch(cfg, ["both"] * len(batch.sources), seed=7)
+    for i, source in enumerate(batch.sources):
+        for head in ("person", "animal"):
+            if head not in cfg.source_heads()[source]:
+                t = drawn.targets[i][head]
+                batch.targets[i][head] = {"boxes": t["boxes"][:1], "labels": t["labels"][:1]}
+                batch.targets[i][head] |= {"ignore": t["boxes"][1:], "ignore_labels": t["labels"][1:]}
+    return batch
+
+
+def _mixed_pseudo_step(dist: Dist | None) -> dict:
+    cfg = tiny_config(*CONFIG)
+    model = tiny_model(cfg)
+    opt = build_optimizer(model, cfg.train)
+    # rank 0: persons (the animal head taught there), rank 1: animals (the person head taught there)
+    batch = _with_teacher_targets(cfg, make_batch(cfg, ["persons", "animals"] * 2, seed=4))
+    batch = _share(batch, dist.rank) if dist is not None else batch
+    losses = train_step(model, opt, batch, cfg.source_heads(), 1.0, dist=dist, pseudo_weight=0.5)
+    return {
+        "losses": losses,
+        "model": snapshot(model),
+        "running_fg": [float(h.running_fg) for h in model.heads.values()],
+    }
+
+
 SCENARIOS = {
     "alternate": lambda d, _: _alternate_animals(d),
     "alternate_uncertainty": lambda d, _: _alternate_animals(d, "uncertainty"),
     "mixed": lambda d, _: _mixed_one_step(d),
+    "mixed_pseudo": lambda d, _: _mixed_pseudo_step(d),
     "k_steps": lambda d, _: _k_mixed_steps(d),
     "evaluate": _sharded_evaluation,
 }
@@ -189,6 +218,20 @@ def test_a_mixed_step_over_two_ranks_equals_one_process_over_the_union(tmp_path:
     # the person head (samples on rank 0 only) moved, identically on both ranks
     p0, p1 = (r["model"] for r in ranks)
     assert all(torch.equal(p0[k], p1[k]) for k in p0)
+
+
+def test_a_step_with_teacher_targets_over_two_ranks_equals_one_process_over_the_union(tmp_path: Path, one_thread):
+    """train.pseudo under several processes: each head's labelled and teacher rows share one normaliser whose
+    positives are summed over the ranks, so two ranks take the step one process takes over the whole batch."""
+    ranks = _spawn("mixed_pseudo", tmp_path)
+    one = _mixed_pseudo_step(None)
+    for r in ranks:
+        assert r["losses"].keys() == one["losses"].keys() == {"person", "animal"}
+        for h, v in one["losses"].items():
+            assert r["losses"][h] == pytest.approx(v, rel=1e-5)
+        assert r["running_fg"] == pytest.approx(one["running_fg"], rel=1e-6)
+        for k, v in one["model"].items():
+            assert torch.allclose(r["model"][k], v, rtol=1e-5, atol=1e-6), k
 
 
 def test_ranks_hold_identical_weights_and_buffers_after_k_steps(tmp_path: Path):

@@ -188,6 +188,10 @@ def test_a_teacher_file_whose_classes_differ_stops_before_training_naming_the_he
     err = capsys.readouterr().err
     assert "train.pseudo.teacher" in err and "'animal'" in err and "Traceback" not in err
     assert not (tmp_path / "bad").exists()  # nothing started
+    assert (
+        _run(world, tmp_path, "missing", "train.pseudo.enabled=true", "train.pseudo.teacher=nowhere.safetensors") == 2
+    )
+    assert "train.pseudo.teacher: file does not exist" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
