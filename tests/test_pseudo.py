@@ -19,13 +19,13 @@ from conftest import CLI_FAST, IMGSZ, make_batch, tiny_config, tiny_model
 
 from hydradet.cli import main
 from hydradet.config import load_config
-from hydradet.data.dataset import SourceDataset, letterbox, load_image
+from hydradet.data.dataset import SourceDataset, letterbox, load_image, split_datasets
 from hydradet.data.pseudo_labels import CachedDetections, split_by_score
 from hydradet.errors import ConfigError
 from hydradet.model.detect_head import Detections, DetectOutput
 from hydradet.model.detector import HydraDetector
 from hydradet.model.weights import save_weights
-from hydradet.train.pseudo import label_batch, pseudo_rows
+from hydradet.train.pseudo import CACHE, cached_detections, label_batch, load_teacher, pseudo_rows
 from hydradet.train.step import head_losses
 
 BOXES = torch.tensor([[4.0, 4.0, 36.0, 36.0], [40.0, 4.0, 60.0, 28.0], [40.0, 40.0, 60.0, 60.0]])
@@ -176,6 +176,32 @@ def test_results_csv_counts_the_ema_teachers_boxes_from_the_epoch_it_starts(worl
     counts = [[int(r[f"pseudo_{w}/{h}"]) for h in ("person", "animal") for w in ("boxes", "ignore")] for r in rows]
     assert counts[0] == [0, 0, 0, 0]  # epoch 1: the strict rule (start_epoch 1)
     assert sum(counts[1]) > 0
+
+
+def test_a_file_teachers_cache_is_reused_and_an_unreadable_one_computed_again(world: Path, tmp_path: Path):
+    fast = ["model.backbone_weights=null", "model.imgsz=96", "train.workers=0"]
+    teacher_file = tmp_path / "teacher.safetensors"
+    save_weights(tiny_model(load_config(world / "hydradet.yaml", fast)), teacher_file)
+    on = ["train.pseudo.enabled=true", f"train.pseudo.teacher={teacher_file}"]
+    cfg = load_config(world / "hydradet.yaml", [*fast, *on])
+    teacher, sets, lines, cpu = load_teacher(cfg), split_datasets(cfg, "train"), [], torch.device("cpu")
+
+    def same(a: dict, b: dict) -> bool:
+        return all(
+            torch.equal(x, y)
+            for s in a
+            for h in a[s]
+            for p, q in zip(a[s][h], b[s][h], strict=True)
+            for x, y in zip(p, q, strict=True)
+        )
+
+    first = cached_detections(teacher, cfg, sets, tmp_path, cpu, lines.append)
+    assert {s: set(h) for s, h in first.items()} == {"persons": {"animal"}, "animals": {"person"}}
+    assert same(first, cached_detections(teacher, cfg, sets, tmp_path, cpu, lines.append))
+    assert lines[-1].startswith("pseudo: the teacher's boxes from")  # read back, not computed
+    (tmp_path / CACHE).write_bytes(b"half a file")
+    assert same(first, cached_detections(teacher, cfg, sets, tmp_path, cpu, lines.append))
+    assert any("unreadable" in line for line in lines[2:])  # said so, and computed again
 
 
 def test_a_teacher_file_whose_classes_differ_stops_before_training_naming_the_head(world, tmp_path, capsys):

@@ -158,11 +158,14 @@ def cached_detections(
     key = _cache_key(cfg, train_sets)
     path = run_dir / CACHE
     if path.is_file():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        if saved.get("key") == key:
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # truncated or foreign files raise many types; all mean "compute it again"
+            saved = {}
+        if isinstance(saved, dict) and saved.get("key") == key:
             log(f"pseudo: the teacher's boxes from {path}")
             return saved["detections"]
-        log(f"pseudo: {path} was made by another teacher file or other data: computed again")
+        log(f"pseudo: {path} is unreadable or was made by another teacher file or other data: computed again")
     log(f"pseudo: teacher {ps.teacher} labels {sum(len(ds) for ds in train_sets if need[ds.source])} train images")
     found = {ds.source: detect_all(teacher, cfg, ds, need[ds.source], device) for ds in train_sets if need[ds.source]}
     atomic_save(path, lambda tmp: torch.save({"key": key, "detections": found}, tmp))

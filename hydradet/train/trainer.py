@@ -194,7 +194,8 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
             pseudo_weight = None
             if pseudo is not None:  # the EMA teacher labels the batch here; a file teacher's boxes came with it
                 pseudo_weight = pseudo.before_step(batch, epoch, final if ema is not None else None)
-                progress.count_pseudo(pseudo_counts(batch, source_heads) if pseudo_weight is not None else {})
+                if pseudo_weight is not None:  # the teacher took part: results.csv counts its boxes
+                    progress.count_pseudo(pseudo_counts(batch, source_heads))
             run_log.train_batch(progress.step, batch)  # train_batch0..2.jpg: the run's first batches, augmented
             lr = cfg.train.lr * lr_factor(progress.step, total_steps, warmup, cfg.train)
             set_lr(optimizer, lr)
