@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from hydradet.config.load import load_config
-from hydradet.errors import ConfigError, UserError
+from hydradet.errors import ConfigError, Interrupted, UserError
 
 # Errors that mean "your input is wrong": reported as one clear message and exit code 2, never a traceback.
 _USER_ERRORS = (UserError, FileNotFoundError)
@@ -119,9 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     commands |= {"data": _data, "split": _split}
     try:
         return commands[args.command](args)
+    except Interrupted as e:  # SIGINT / SIGTERM in training: its checkpoint is written (train/interrupt.py)
+        print(str(e), file=sys.stderr)
+        return e.exit_code
     except _USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started: stopped at once
+        print(f"\n{args.command}: stopped at once (KeyboardInterrupt); nothing more was written", file=sys.stderr)
+        return 130
 
 
 def _add_nms_options(p: argparse.ArgumentParser, unit: str, where: str = "") -> None:

@@ -26,6 +26,15 @@ class TrainingStopped(UserError):
     """A run that cannot go on (its loss diverged); the message says where to resume from and with what."""
 
 
+class Interrupted(UserError):
+    """Training stopped by SIGINT (Ctrl-C) or SIGTERM after writing its checkpoint; the message says how to resume.
+    Exit code 128 + the signal's number, as a shell reports a process the signal ended: 130 / 143."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
 class WeightsError(UserError):
     """A weights file that cannot be used (missing, pickled, corrupt, or not matching the model)."""
 

@@ -124,7 +124,8 @@ def evaluate(
     for head in shared:
         if gts[head]:
             metrics, curves = coco_evaluation(gts[head], preds[head], cfg.heads[head].classes)
-            results[head] = {**metrics, "images": len(gts[head])}
+            objects = sum(len(g.boxes) for g in gts[head])  # the evidence behind f1_conf (eval/calibration.py)
+            results[head] = {**metrics, "images": len(gts[head]), "objects": objects}
             if details is not None and curves is not None:
                 details.curves[head] = curves
         elif pairs[head]:

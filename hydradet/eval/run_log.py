@@ -111,6 +111,13 @@ class RunLog:
                 self.tensorboard.image(name, picture, epoch)
             self.tensorboard.flush()
 
+    def best_pictures(self, conf: dict[str, float]) -> None:
+        """At the run's end, the evaluation pictures of best.safetensors (its evaluation having filled
+        `details()`) in place of the last evaluated epoch's. conf: best's calibrated conf per detect head."""
+        details, self._details = self._details, None
+        if details is not None and self.plots and self.run_dir is not None:
+            eval_pictures(details, self.heads, {h: conf.get(h, math.nan) for h in self.heads}, self.run_dir)
+
     def close(self) -> None:
         if self.tensorboard is not None:
             self.tensorboard.close()

@@ -47,6 +47,8 @@ class Progress:
     bad_in_a_row: int = 0  # consecutive skipped steps (train.max_bad_steps stops the run)
     calibrated_conf: dict[str, float] = field(default_factory=dict)  # each detect head's F1-optimal conf
     pseudo: dict[str, list[int]] = field(default_factory=dict)  # head -> [teacher boxes, ignore regions] in `epoch`
+    best_epoch: int | None = None  # the epoch best.safetensors holds
+    best_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # its evaluation, head -> metric -> value
 
     def start_epoch(self, epoch: int) -> None:
         self.epoch, self.in_epoch, self.epoch_seconds = epoch, 0, 0.0
@@ -58,6 +60,47 @@ class Progress:
             total = self.pseudo.setdefault(head, [0, 0])
             total[0] += boxes
             total[1] += ignore
+
+
+@dataclass
+class TrainState:
+    """Everything a checkpoint saves and a resumed run restores, in one object (the trainer's state).
+
+    ema: train/ema.py ModelEMA or None; scaler: the fp16 GradScaler or None; sampler: data/sampler.py's
+    SourceBatchSampler (saved as it stood at the epoch's start; `progress.in_epoch` says how far into it)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    balancer: nn.Module
+    sampler: Any
+    ema: Any = None
+    scaler: Any = None
+    progress: Progress = field(default_factory=Progress)
+
+    def save(self, path: Path, epoch_start_sampler: dict[str, Any]) -> None:
+        """Write the checkpoint (crash-safe), the sampler as `epoch_start_sampler` (its state at the epoch's start)."""
+        parts: dict[str, Any] = {"model": self.model, "optimizer": self.optimizer, "balancer": self.balancer}
+        if self.scaler is not None:
+            parts["scaler"] = self.scaler
+        if self.ema is not None:
+            parts |= {"ema": self.ema.ema, "ema_updates": dict(self.ema.updates)}
+        save_checkpoint(path, self.progress, epoch_start_sampler, **parts)
+
+    def restore(self, path: Path) -> None:
+        """Every piece of state back from the checkpoint at `path` (ConfigError naming it if it cannot be read),
+        the random generators included: the next step is the one the interrupted run would have taken."""
+        ckpt = load_checkpoint(path)
+        self.progress = ckpt["progress"]
+        load_full_state(self.model, ckpt["model"])
+        if self.ema is not None:
+            load_full_state(self.ema.ema, ckpt["ema"])
+            self.ema.updates = dict(ckpt["ema_updates"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.balancer.load_state_dict(ckpt["balancer"])
+        if self.scaler is not None and "scaler" in ckpt:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.sampler.load_state_dict(ckpt["sampler"])
+        set_rng_states(ckpt["rng"])
 
 
 def checkpoint_path(run_dir: Path) -> Path:

@@ -21,35 +21,40 @@ from hydradet.data.sampler import SourceBatchSampler
 from hydradet.data.seeding import SeededBatches, SeededDataset
 from hydradet.data.totals import check_totals, describe_data
 from hydradet.errors import ConfigError, TrainingStopped
+from hydradet.eval.calibration import calibrated_conf
 from hydradet.eval.evaluate import METRICS, evaluate, fitness, format_table
 from hydradet.eval.run_log import RunLog
 from hydradet.files import atomic_write_text, remove_stale_temporaries
 from hydradet.model.detector import HydraDetector
-from hydradet.model.weights import init_from, read_metadata
+from hydradet.model.summary import model_summary
+from hydradet.model.weights import init_from, load_model, read_metadata
 from hydradet.train.balance import build_balancer
-from hydradet.train.checkpoint import (
-    Progress,
-    checkpoint_path,
-    load_checkpoint,
-    load_full_state,
-    save_checkpoint,
-    set_rng_states,
-)
+from hydradet.train.checkpoint import TrainState, checkpoint_path
 from hydradet.train.distill import Distiller, old_heads_of
 from hydradet.train.distributed import Dist, check_distributable, device_from, from_environment, rank_device
 from hydradet.train.ema import ModelEMA
+from hydradet.train.interrupt import GracefulStop, ignore_in_worker
 from hydradet.train.optim import build_optimizer, lr_factor, set_lr
 from hydradet.train.precision import precision_for
 from hydradet.train.pseudo import PseudoTeacher, pseudo_counts
 from hydradet.train.run_folder import csv_columns, new_run_dir, save_final_weights, write_results_csv
 from hydradet.train.step import NonFiniteStep, train_step
+from hydradet.train.stops import count_bad_step, out_of_memory_message
+from hydradet.train.summary import run_summary
 
 
 def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
     """Train as the config says; returns the run folder (config.yaml, results.csv, weights/).
 
     With `train.resume` (a run folder; see train/resume.py for the config it must hold), the run continues from
-    its checkpoint at the next batch and ends exactly where the uninterrupted run would have."""
+    its checkpoint at the next batch and ends exactly where the uninterrupted run would have.
+
+    Raises Interrupted after writing the checkpoint when SIGINT (Ctrl-C) or SIGTERM arrives (train/interrupt.py)."""
+    with GracefulStop() as stop:
+        return _train(cfg, log, stop)
+
+
+def _train(cfg: Config, log: Callable[[str], None], stop: GracefulStop) -> Path:
     _seed_everything(cfg.train.seed)
     device = device_from(cfg.train.device)
     # Several processes (torchrun): each trains on its share of every batch; only rank 0 logs and writes files.
@@ -75,6 +80,8 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
 
     # Model: one backbone and neck, a head per label space; optionally started from a weights file.
     model = HydraDetector(cfg.model, cfg.heads)
+    if dist.main:
+        log(model_summary(model, cfg.model.imgsz))
     distiller = None
     if cfg.model.init:
         report = init_from(model, cfg.model.init)
@@ -97,9 +104,10 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
     optimizer = build_optimizer(model, cfg.train, balancer)
     # train.pseudo: a teacher for the heads a source does not label (train/pseudo.py); a bad teacher file stops here.
     pseudo = PseudoTeacher(cfg, device) if cfg.train.pseudo.enabled else None
+    # Everything a checkpoint holds, in one object (train/checkpoint.py); `progress` is where the loop stands.
+    state = TrainState(model, optimizer, balancer, sampler, ema, precision.scaler)
 
     # Only now, with data and model known to be good, does the run get a folder (or a resumed run its state back).
-    progress = Progress()
     if cfg.train.resume is not None:
         run_dir = cfg.train.resume
         # rank 0 only: another rank could otherwise delete a temporary rank 0 is about to rename
@@ -108,27 +116,18 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
         )
         for stale in leftovers:
             log(f"removed {stale.name}, left by a write the stop interrupted")
-        ckpt = load_checkpoint(checkpoint_path(run_dir))
-        progress = ckpt["progress"]
+        state.restore(checkpoint_path(run_dir))
+        progress = state.progress
         if progress.epoch > cfg.train.epochs:
             done = progress.epoch - 1
             raise ConfigError(
                 f"{run_dir} has done {done} epochs and train.epochs is {cfg.train.epochs}: nothing left to resume. "
                 f"To train longer: hydradet train --resume {run_dir} train.epochs={done + 10}"
             )
-        load_full_state(model, ckpt["model"])
-        if ema is not None:
-            load_full_state(ema.ema, ckpt["ema"])
-            ema.updates = dict(ckpt["ema_updates"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        balancer.load_state_dict(ckpt["balancer"])
-        if precision.scaler is not None and "scaler" in ckpt:
-            precision.scaler.load_state_dict(ckpt["scaler"])
-        sampler.load_state_dict(ckpt["sampler"])
-        set_rng_states(ckpt["rng"])
         final.calibrated_conf = dict(progress.calibrated_conf)
         log(f"resumed {run_dir} at epoch {progress.epoch}, step {progress.in_epoch}/{steps} of it")
     else:
+        progress = state.progress
         run_dir = dist.broadcast_object(new_run_dir(cfg.project / cfg.name) if dist.main else None)
         if dist.main:
             (run_dir / "weights").mkdir(parents=True)
@@ -154,14 +153,10 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
         if not dist.main:  # every rank holds the same state; one writes it
             return
         progress.calibrated_conf = dict(final.calibrated_conf)
-        parts = {"model": model, "optimizer": optimizer, "balancer": balancer}
-        if precision.scaler is not None:
-            parts["scaler"] = precision.scaler
-        if ema is not None:
-            parts |= {"ema": ema.ema, "ema_updates": dict(ema.updates)}
-        save_checkpoint(ckpt_file, progress, epoch_start_sampler, **parts)
+        state.save(ckpt_file, epoch_start_sampler)
 
     loader, mosaic_on = None, None
+    stop.armed = True  # from here a first SIGINT / SIGTERM waits for the step's end and a checkpoint
     for epoch in range(progress.epoch, cfg.train.epochs + 1):
         # Mosaic off for the last augment.close_mosaic epochs; workers hold copies of the datasets: a new loader.
         mosaic = epoch <= cfg.train.epochs - cfg.augment.close_mosaic
@@ -214,9 +209,9 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
                     pseudo_weight,
                 )
             except NonFiniteStep as bad:  # nothing was updated: count it, and stop if it keeps happening
-                _count_bad_step(cfg, progress, bad, epoch, ckpt_file, log)
+                count_bad_step(cfg, progress, bad, epoch, ckpt_file, log)
             except torch.cuda.OutOfMemoryError:
-                raise TrainingStopped(_out_of_memory(cfg, device, ckpt_file)) from None
+                raise TrainingStopped(out_of_memory_message(cfg, device, ckpt_file)) from None
             else:
                 dist.broadcast_buffers(model)  # BatchNorm statistics: rank 0's everywhere, so the ranks stay identical
                 if ema is not None:
@@ -229,6 +224,11 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
             progress.skipped += batch.skipped
             progress.step += 1
             progress.in_epoch += 1
+            if stop.requested(dist) and progress.in_epoch < steps:  # at the epoch's last step: after its end
+                progress.epoch_seconds = time.time() - t0
+                save_checkpoint_now(epoch_start_sampler)
+                bar.close()
+                raise stop.interrupted(run_dir, f"epoch {epoch}, step {progress.in_epoch}/{steps}")
             # Not inside a run of non-finite steps: the checkpoint to resume from (lower lr) stays the last good one.
             due = time.time() - last_save >= cfg.train.save_period * 60 and not progress.bad_in_a_row
             if progress.in_epoch < steps and due:
@@ -265,15 +265,15 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
             log(format_table(metrics))
             for h, m in metrics.items():
                 row.update({f"{h}/{k}": round(float(m[k]), 4) for k in METRICS[cfg.heads[h].task]})
-            # Each detect head's default predict conf: where F1 peaks on its own val data (saved in the weights).
-            final.calibrated_conf = {
-                h: round(float(m["f1_conf"]), 3) for h, m in metrics.items() if _finite(m.get("f1_conf"))
-            }
+            # Each detect head's default predict conf: where F1 peaks on its own val data (saved in the weights),
+            # when there is enough evidence for it (eval/calibration.py).
+            final.calibrated_conf = calibrated_conf(metrics)[0]
             # best = highest mean over the heads with val data of mAP50-95 / accuracy / 1 / (1 + MAE / std)
             # (eval.fitness); judged on evaluated epochs only.
             score = float(fitness(metrics, cfg.heads))
             if progress.best_fitness is None or score > progress.best_fitness:
-                progress.best_fitness = score
+                progress.best_fitness, progress.best_epoch = score, epoch
+                progress.best_metrics = {h: {k: float(v) for k, v in m.items()} for h, m in metrics.items()}
                 if dist.main:
                     save_final_weights(final, run_dir / "weights" / "best.safetensors", epoch)
         if dist.main:
@@ -285,51 +285,39 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
         if dist.main:
             write_results_csv(results_csv, progress.rows, csv_columns(cfg))
         run_log.epoch_end(epoch, progress.rows)  # results.png, this evaluation's pictures, TensorBoard
+        if epoch < cfg.train.epochs and stop.requested(dist):
+            raise stop.interrupted(run_dir, f"the end of epoch {epoch}")
+    stop.armed = False  # the run's last files: a signal now stops at once
+    if val_sets and progress.best_epoch not in (None, _last_evaluated(progress.rows)):
+        _pictures_of_best(cfg, run_dir, val_sets, device, run_log, dist)
     run_log.close()
     # Never evaluated (no val data, or no epochs): best is the final model.
     if dist.main and progress.best_fitness is None:
         names = ("best",) if cfg.train.epochs else ("best", "last")
         for name in names:
             save_final_weights(final, run_dir / "weights" / f"{name}.safetensors", cfg.train.epochs)
-    log(f"done: {run_dir / 'weights' / 'best.safetensors'}  results: {results_csv}")
+    for line in run_summary(cfg, progress, run_dir) if dist.main else []:
+        log(line)
     dist.barrier()  # every rank returns once rank 0 has written the run's last files
     return run_dir
 
 
-def _count_bad_step(
-    cfg: Config, progress: Progress, bad: NonFiniteStep, epoch: int, ckpt: Path, log: Callable[[str], None]
+def _last_evaluated(rows: list[dict]) -> int | None:
+    return max((int(r["epoch"]) for r in rows if str(r.get("eval_s", "")) != ""), default=None)
+
+
+def _pictures_of_best(
+    cfg: Config, run_dir: Path, val_sets: list[SourceDataset], device: torch.device, run_log: RunLog, dist: Dist
 ) -> None:
-    """A skipped non-finite step: counted per head; `train.max_bad_steps` in a row stop the run (TrainingStopped)."""
-    for head in bad.heads:
-        progress.bad_steps[head] = progress.bad_steps.get(head, 0) + 1
-    if not bad.overflow:  # fp16 overflows are the GradScaler's business (it lowers its scale), not divergence
-        progress.bad_in_a_row += 1
-    where = f"epoch {epoch}, step {progress.in_epoch + 1}"
-    if progress.bad_in_a_row == 1 or (bad.overflow and progress.bad_steps[bad.heads[0]] == 1):
-        log(f"  warning: non-finite {bad.what} in head(s) {', '.join(bad.heads)} at {where}: step skipped")
-    if progress.bad_in_a_row >= cfg.train.max_bad_steps:
-        run_dir = ckpt.parent.parent
-        resume = (
-            f"resume from its last checkpoint ({ckpt}) with a lower learning rate: "
-            f"hydradet train --resume {run_dir} train.lr={cfg.train.lr / 10:g}"
-            if ckpt.is_file()
-            else f"no checkpoint was written yet: start again with a lower train.lr (e.g. {cfg.train.lr / 10:g})"
-        )
-        raise TrainingStopped(
-            f"training stopped: {progress.bad_in_a_row} steps in a row (train.max_bad_steps) had a non-finite "
-            f"{bad.what} in head(s) {', '.join(bad.heads)}, the last at {where} (step {progress.step + 1} of the run); "
-            f"the weights were never updated by them. The loss diverged: {resume}"
-        )
-
-
-def _out_of_memory(cfg: Config, device: torch.device, ckpt: Path) -> str:
-    smaller = max(1, cfg.train.batch // 2)
-    return (
-        f"out of memory on {device} with train.batch={cfg.train.batch} at model.imgsz={cfg.model.imgsz}: start again "
-        f"with train.batch={smaller} or a smaller model.imgsz (e.g. {cfg.model.imgsz * 3 // 4 // 32 * 32}), or "
-        f"train.amp=bf16 / fp16 if it is off (a resumed run keeps its batch and size; {ckpt} keeps the weights so "
-        f"far: model.init=... starts a new run from them)"
-    )
+    """best.safetensors evaluated once more, as Ultralytics validates best.pt at the end, so that the run's
+    evaluation pictures (PR / F1 curves, confusion matrices, val batches) are those of the weights it hands over."""
+    details = run_log.details()
+    if details is None:
+        return
+    dist.barrier()  # rank 0 wrote best.safetensors
+    best = load_model(run_dir / "weights" / "best.safetensors").to(device)
+    evaluate(best, cfg, val_sets, device, details, (dist.rank, dist.world), dist.all_gather)
+    run_log.best_pictures(best.calibrated_conf)
 
 
 def _silent(_: str) -> None:
@@ -360,6 +348,7 @@ def make_loader(
         batch_sampler=SeededBatches(sampler, seed, *((dist.rank, dist.world) if dist else (0, 1))),
         collate_fn=collate,
         num_workers=workers,
+        worker_init_fn=ignore_in_worker,  # Ctrl-C reaches the workers too: the trainer stops them (interrupt.py)
         persistent_workers=workers > 0,
         pin_memory=pin_memory,  # page-locked batches: the copy to the GPU runs beside the step (non_blocking)
     )
@@ -375,10 +364,6 @@ def frozen_at(cfg: Config, epoch: int) -> tuple[str, ...]:
         if epoch <= end:
             return tuple(phase.freeze)
     return ()
-
-
-def _finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)
 
 
 def _seed_everything(seed: int) -> None:
