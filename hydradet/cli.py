@@ -100,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     p = data_sub.add_parser("check", help="per source and split: images, boxes per class and head, every problem")
     p.add_argument("config", type=Path)
     p.add_argument("overrides", nargs="*", help="key=value")
-    p.add_argument("--out", type=Path, default=None, help="report folder (default: PROJECT/NAME/data_check)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="report folder (default: PROJECT/data_check, PROJECT/data_check2, ...)"
+    )
     p.add_argument("--decode", action="store_true", help="also decode every image (slow; the scan reads headers)")
 
     p = sub.add_parser("split", help="a fully labelled COCO set -> disjoint train parts, one head's labels each")
@@ -308,10 +310,14 @@ def _synth_attributes(args: argparse.Namespace) -> int:
 
 def _data(args: argparse.Namespace) -> int:
     from hydradet.data.check import check_data, write_report
+    from hydradet.model.weights_check import read_metadata
+    from hydradet.train.run_folder import new_run_dir
 
     cfg = load_config(args.config, args.overrides)
-    check = check_data(cfg, decode=args.decode)
-    out = args.out or cfg.project / cfg.name / "data_check"
+    init_heads = read_metadata(cfg.model.init)["heads"] if cfg.model.init else {}
+    check = check_data(cfg, decode=args.decode, init_heads=init_heads)
+    # A sequence of its own (PROJECT/data_check, data_check2, ...): a check never takes the next training's name.
+    out = args.out or new_run_dir(cfg.project / "data_check")
     files = write_report(check, out, title=str(args.config))
     print(check.text())
     print(f"report and pictures in {out}: {', '.join(f.name for f in files)}")

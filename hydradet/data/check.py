@@ -9,6 +9,7 @@ stop training (data/totals.py: a train split without images, a head without boxe
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -19,7 +20,7 @@ from tqdm import tqdm
 from hydradet.config.schema import Config
 from hydradet.data.dataset import SourceDataset, load_image
 from hydradet.data.records import MAX_EXAMPLES
-from hydradet.data.totals import Problem, find_problems
+from hydradet.data.totals import Problem, find_problems, ignored_summary
 from hydradet.errors import UserError
 from hydradet.files import atomic_save, atomic_write_text
 
@@ -89,8 +90,8 @@ class DataCheck:
                 lines.append(f"  head {head}: {shown}")
             for head, n in s.boxes_per_head.items():
                 lines.append(f"  head {head}: {n} boxes; {s.without_head_boxes[head]} images without {head} boxes")
-            if any(s.unmapped.values()):
-                lines.append(f"  ignored classes (mapped to no head): {_counts(s.unmapped)}")
+            if ignored := ignored_summary(s.unmapped):
+                lines.append(f"  {ignored}")
             for kind, counts in (("skipped", s.skipped), ("warning", s.warnings)):
                 for reason, n in counts.items():
                     lines.append(f"  {kind}: {n} x {reason}")
@@ -115,8 +116,9 @@ def _counts(d: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in d.items() if v) or "none"
 
 
-def check_data(cfg: Config, decode: bool = False) -> DataCheck:
-    """Read every split of every source as training would; decode=True also decodes every image (slow)."""
+def check_data(cfg: Config, decode: bool = False, init_heads: Collection[str] = ()) -> DataCheck:
+    """Read every split of every source as training would; decode=True also decodes every image (slow).
+    init_heads: the heads of the `model.init` weights (data/totals.py)."""
     result = DataCheck(splits=[], heads={h: HeadBoxes() for h in cfg.heads})
     read: dict[str, list[SourceDataset]] = {"train": [], "val": []}
     unreadable: set[str] = set()  # sources whose train split failed: their heads' totals are not judged
@@ -132,7 +134,7 @@ def check_data(cfg: Config, decode: bool = False) -> DataCheck:
                 continue
             read[split].append(ds)
             result.splits.append(check_dataset(ds, str(getattr(src, split)), result.heads, decode))
-    result.problems = find_problems(cfg, read["train"], read["val"], frozenset(unreadable))
+    result.problems = find_problems(cfg, read["train"], read["val"], frozenset(unreadable), init_heads)
     return result
 
 

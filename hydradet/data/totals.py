@@ -9,7 +9,11 @@ nan. So, before any training, from what the readers counted:
 - a head that gets no box (detect) or no label (classify/regress) from any of its train sources is an error;
 - a train source that gives one of its heads no box while other sources do is a warning: its images would
   teach that head only background;
-- a val split with no usable image is a warning, and it is left out of evaluation.
+- a val split with no usable image is a warning, and it is left out of evaluation;
+- a head that no source with a train split labels is an error, unless `model.init` already has it (then it is
+  kept, distilled or taught by its pseudo teacher): otherwise the run would save it untrained;
+- a split where more than MISSING_LABELS_SHARE of the images have no label file is a warning: those images are
+  read as background, which in a partial-label setup teaches the source's heads that their objects are absent.
 
 Each message names the source, split and head, counts what was lost by reason (with the first places), says
 where the reader looked for the images and labels, any hint it found (e.g. labels in `Labels/`), and the fix.
@@ -18,6 +22,7 @@ where the reader looked for the images and labels, any hint it found (e.g. label
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from hydradet.config.schema import Config
@@ -44,6 +49,10 @@ _FIXES = {
 }
 
 
+MISSING_LABELS_SHARE = 0.2  # a few images without objects are normal; a fifth without a label file is not
+IGNORED_SHOWN = 5  # ignored classes named in the one-line summary, the largest first
+
+
 @dataclass
 class Problem:
     """One finding: `error` stops training; otherwise a warning. Where: a split (source, split) and/or a head."""
@@ -56,10 +65,11 @@ class Problem:
 
 
 def check_totals(
-    cfg: Config, train_sets: list[SourceDataset], val_sets: list[SourceDataset]
+    cfg: Config, train_sets: list[SourceDataset], val_sets: list[SourceDataset], init_heads: Collection[str] = ()
 ) -> tuple[list[SourceDataset], list[str]]:
-    """DataError listing every error; else (the val sets that have images, the warnings to show)."""
-    problems = find_problems(cfg, train_sets, val_sets)
+    """DataError listing every error; else (the val sets that have images, the warnings to show).
+    init_heads: the heads of the `model.init` weights (a head without a source is fine if it has them)."""
+    problems = find_problems(cfg, train_sets, val_sets, init_heads=init_heads)
     errors = [p.message for p in problems if p.error]
     if errors:
         raise DataError(
@@ -75,13 +85,17 @@ def find_problems(
     train_sets: list[SourceDataset],
     val_sets: list[SourceDataset],
     unreadable: frozenset[str] = frozenset(),
+    init_heads: Collection[str] = (),
 ) -> list[Problem]:
     """Every totals problem of splits already read. unreadable: sources whose train split could not be read at
-    all (`data check` reports those itself): the heads they label are not judged on the others alone."""
-    problems = []
+    all (`data check` reports those itself): the heads they label are not judged on the others alone.
+    init_heads: the heads of the `model.init` weights."""
+    problems = [_no_source(cfg, head) for head in heads_without_source(cfg) if head not in init_heads]
     for ds in [*train_sets, *val_sets]:
         if len(ds) == 0:
             problems.append(_no_image(cfg, ds))
+        elif ds.data.skipped.get(R.LABEL_MISSING, 0) > MISSING_LABELS_SHARE * len(ds):
+            problems.append(_labels_missing(cfg, ds))
     for head, head_cfg in cfg.heads.items():
         sets = [ds for ds in train_sets if head in cfg.sources[ds.source].labels and len(ds)]
         if not sets or any(head in cfg.sources[s].labels for s in unreadable):
@@ -101,6 +115,52 @@ def find_problems(
                 why[0] += f": its images would teach head {head} only background (other sources give it {what})"
                 problems.append(Problem("\n".join(why), error=False, source=ds.source, split="train", head=head))
     return problems
+
+
+def heads_without_source(cfg: Config) -> list[str]:
+    """The heads that no source with a train split labels."""
+    labelled = {h for src in cfg.sources.values() if src.train is not None for h in src.labels}
+    return [h for h in cfg.heads if h not in labelled]
+
+
+def _no_source(cfg: Config, head: str) -> Problem:
+    task = cfg.heads[head].task
+    how = "{SOURCE_CLASS: HEAD_CLASS, ...}" if task == "detect" else "{COLUMN: ...}"
+    return Problem(
+        f"head {head}: no source with a train split labels it, so training would save it untrained. Give it a "
+        f"source (sources.NAME.labels.{head}: {how}, for a source whose images have its labels), start from "
+        f"weights that have it (model.init=PATH), or remove heads.{head}",
+        error=True,
+        head=head,
+    )
+
+
+def _labels_missing(cfg: Config, ds: SourceDataset) -> Problem:
+    n = ds.data.skipped[R.LABEL_MISSING]
+    heads = ", ".join(cfg.sources[ds.source].labels)
+    effect = (
+        f"every object in them teaches heads {heads} that it is not there"
+        if ds.split == "train"
+        else f"every detection of an object in them counts as a false positive of heads {heads}"
+    )
+    return Problem(
+        f"sources.{ds.source}.{ds.split}: {n} of {len(ds)} images ({n / len(ds):.0%}) have no label file and are "
+        f"read as background: {effect}. If they are unlabelled rather than empty, label them or leave them out",
+        error=False,
+        source=ds.source,
+        split=ds.split,
+    )
+
+
+def ignored_summary(unmapped: dict[str, int]) -> str:
+    """Classes a source has that map to no head, in one line: how many, their boxes, the largest few."""
+    counts = sorted(((n, c) for c, n in unmapped.items() if n), reverse=True)
+    if not counts:
+        return ""
+    shown = ", ".join(f"{c} {n}" for n, c in counts[:IGNORED_SHOWN]) + ", ..." * (len(counts) > IGNORED_SHOWN)
+    boxes = sum(n for n, _ in counts)
+    classes = f"{len(counts)} class{'es' * (len(counts) > 1)}"
+    return f"ignored classes (mapped to no head): {classes}, {boxes} boxes ({shown})"
 
 
 def _no_image(cfg: Config, ds: SourceDataset) -> Problem:
@@ -189,10 +249,8 @@ def describe_data(cfg: Config, train_sets: list[SourceDataset], val_sets: list[S
         share = f", {p_of[ds.source]:.0%} of train samples" if ds.split == "train" else ""
         per_head = ", ".join(f"{h}: {what}" for h, what in ds.supervision().items())
         lines.append(f"  {ds.source}/{ds.split}: {len(ds)} images{share}; supervises {per_head}")
-        if ds.unmapped:
-            ignored = ", ".join(f"{c} ({n})" for c, n in ds.unmapped.items() if n)
-            if ignored:
-                lines.append(f"    ignored classes (mapped to no head): {ignored}")
+        if ignored := ignored_summary(ds.unmapped):
+            lines.append(f"    {ignored}")
         for reason, n in ds.data.skipped.items():
             lines.append(f"    skipped: {n} x {reason}{_first(ds.data.examples.get(reason))}")
         for reason, n in ds.data.warnings.items():

@@ -68,7 +68,8 @@ def _train(cfg: Config, log: Callable[[str], None], stop: GracefulStop) -> Path:
     # Data, read and checked before anything is written: every source's train split is one stream; the
     # sampler decides how they mix into batches.
     train_sets, val_sets = split_datasets(cfg, "train"), split_datasets(cfg, "val")
-    val_sets, data_warnings = check_totals(cfg, train_sets, val_sets)  # empty train data stops here (exit 2)
+    init_heads = read_metadata(cfg.model.init)["heads"] if cfg.model.init else {}  # a head needs a source or these
+    val_sets, data_warnings = check_totals(cfg, train_sets, val_sets, init_heads)  # no train data stops here (exit 2)
     for line in data_warnings:
         log(line)
     cfg = with_regress_stats(cfg, train_sets)  # regress heads learn normalised labels; saved in config and weights
