@@ -10,7 +10,8 @@ from typing import Any, Literal, overload
 from hydradet.infer.predict import Backend, TorchBackend, run
 from hydradet.infer.results import Result
 from hydradet.infer.settings import HeadSettings, PerHead, PerHeadFlag, SettingError, resolve, select_heads
-from hydradet.infer.sources import Source, expand, frames
+from hydradet.infer.sources import OnSkip, Source, expand, frames
+from hydradet.model.weights_check import run_folder_weights
 
 
 class Model:
@@ -44,6 +45,7 @@ class Model:
         max_det: int | None = ...,
         stream: Literal[False] = ...,
         agnostic: PerHeadFlag | None = ...,
+        on_skip: OnSkip | None = ...,
     ) -> list[Result]: ...
 
     @overload
@@ -59,6 +61,7 @@ class Model:
         *,
         stream: Literal[True],
         agnostic: PerHeadFlag | None = ...,
+        on_skip: OnSkip | None = ...,
     ) -> Iterator[Result]: ...
 
     def predict(
@@ -72,8 +75,9 @@ class Model:
         max_det: int | None = None,
         stream: bool = False,
         agnostic: PerHeadFlag | None = None,
+        on_skip: OnSkip | None = None,
     ) -> list[Result] | Iterator[Result]:
-        """One Result per image (per frame for a video), in order.
+        """One Result per image (per frame for a video), in order; an image file that cannot be read gets none.
 
         source: a path, folder, glob, video file, PIL image, numpy array (HWC RGB uint8) or a list of these.
         heads: the heads to run (default all); the others do not run at all.
@@ -82,10 +86,12 @@ class Model:
         stream: a generator instead of a list, so that a long video or a large folder never sits in memory.
         agnostic: a bool for every head or {head: bool}: one NMS over all of a head's classes, so two classes of
         one head never both keep a box on one object (default `predict.agnostic`, false).
+        on_skip: called with (path, reason) for each file that is not a readable image (not an image, corrupt,
+        truncated), which is skipped; default: a SkippedInputWarning naming it.
         """
         settings, size = self.settings(heads, conf, iou, imgsz, batch, max_det, agnostic)
         items = expand(source)  # before the generator starts, so a missing file raises here, not on first next()
-        results = run(self.backend, frames(items), settings, size, batch)
+        results = run(self.backend, frames(items, on_skip), settings, size, batch)
         return results if stream else list(results)
 
     def track(
@@ -162,10 +168,10 @@ def load(path: str | Path, device: str = "cpu") -> Model:
         from hydradet.infer.onnx_backend import OnnxBackend
 
         return Model(OnnxBackend(path, device), path)
-    if path.suffix.lower() == ".xml" or path.is_dir():
+    if path.suffix.lower() == ".xml" or (path.is_dir() and run_folder_weights(path) is None):
         from hydradet.infer.openvino_backend import OpenVinoBackend
 
         return Model(OpenVinoBackend(path, device), path)
-    from hydradet.model.weights import load_model
+    from hydradet.model.weights import load_model  # a run folder or checkpoint.pt: WeightsError naming best
 
     return Model(TorchBackend(load_model(path), device), path)

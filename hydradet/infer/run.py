@@ -21,10 +21,12 @@ from tqdm import tqdm
 
 from hydradet.infer.model import Model
 from hydradet.infer.results import ClassifyResult, RegressResult, Result
-from hydradet.infer.settings import SettingError
+from hydradet.infer.settings import HeadSettings, SettingError
 from hydradet.infer.sources import count, expand, is_video
 from hydradet.infer.track import TrackCounts
 from hydradet.infer.video import VideoWriter, frame_rate
+
+MAX_NAMED = 5  # skipped inputs named in the summary
 
 
 @dataclass
@@ -36,6 +38,12 @@ class Summary:
     seconds: float = 0.0
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (head, class) -> detections
     tracks: TrackCounts | None = None  # when tracking: the table counts unique tracks instead of detections
+    settings: dict[str, HeadSettings] = field(default_factory=dict)  # the thresholds each head ran with
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # inputs that are not readable images, and why
+
+    def skip(self, path: Path, reason: str) -> None:
+        self.skipped.append((path, reason))
+        self.images -= 1
 
     def add(self, result: Result) -> None:
         self.frames += 1
@@ -61,7 +69,21 @@ class Summary:
             rows = sorted(((c, n) for (h, c), n in counts.items() if h == head), key=lambda x: -x[1])
             for cls, n in rows or [("-", 0)]:
                 lines.append(f"{head:<12} {cls:<20} {n:>10}")
+        for head, s in self.settings.items():  # detect heads: image-level heads have no thresholds
+            lines.append(f"{head}: conf > {s.conf:.3g}, NMS IoU {s.iou:.3g}, max_det {s.max_det}" + _agnostic(s))
+        if self.skipped:
+            lines.append(f"skipped: {len(self.skipped)} input(s) that are not readable images:")
+            lines += [f"  {path} ({reason})" for path, reason in self.skipped[:MAX_NAMED]]
+            lines += [f"  ... and {len(self.skipped) - MAX_NAMED} more"] * (len(self.skipped) > MAX_NAMED)
         return "\n".join(lines)
+
+
+def _detect_only(model: Model, settings: dict[str, HeadSettings]) -> dict[str, HeadSettings]:
+    return {h: s for h, s in settings.items() if model.backend.tasks.get(h) == "detect"}
+
+
+def _agnostic(s: HeadSettings) -> str:
+    return ", class-agnostic" if s.agnostic else ""
 
 
 def predict_to_folder(
@@ -72,14 +94,19 @@ def predict_to_folder(
     items = [p for p in expand(inputs) if isinstance(p, Path)]
     images = [p for p in items if not is_video(p)]
     videos = [p for p in items if is_video(p)]
-    summary = Summary(heads=list(settings), images=len(images), videos=len(videos))
+    summary = Summary(list(settings), len(images), len(videos), settings=_detect_only(model, settings))
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     used: set[str] = set()
     t0 = time.perf_counter()
     with tqdm(total=count(items), desc="predict", unit="frame", disable=not progress) as bar:
         records = []
-        for result in model.predict(images, stream=True, **options):
+
+        def on_skip(path: Path, reason: str) -> None:
+            summary.skip(path, reason)
+            bar.update()
+
+        for result in model.predict(images, stream=True, on_skip=on_skip, **options):
             assert result.path is not None
             written.append(result.save(out / _unique(result.path.stem, ".jpg", used)))
             records.append(result.to_json())
@@ -117,7 +144,7 @@ def track_to_folder(
             f"track: {images[0] if images else inputs} is not a video; track follows objects across a video's "
             "frames (use `hydradet predict` for images, or Model.track on a list of frames)"
         )
-    summary = Summary(heads=list(settings), videos=len(videos), tracks=TrackCounts())
+    summary = Summary(list(settings), videos=len(videos), tracks=TrackCounts(), settings=_detect_only(model, settings))
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     used: set[str] = set()

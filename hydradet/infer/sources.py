@@ -4,7 +4,8 @@ numpy arrays (HWC RGB uint8) and video files (one frame after another)."""
 from __future__ import annotations
 
 import glob
-from collections.abc import Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeAlias
@@ -20,7 +21,12 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 _GLOB_CHARS = set("*?[")
 
 Item: TypeAlias = str | Path | np.ndarray | Image.Image
+OnSkip: TypeAlias = Callable[[Path, str], None]  # (the file, why it was skipped)
 Source: TypeAlias = Item | Sequence[Item]
+
+
+class SkippedInputWarning(UserWarning):
+    """An input file that is not a readable image was skipped (predict continues with the others)."""
 
 
 @dataclass
@@ -62,8 +68,11 @@ def expand_path(item: str | Path) -> list[Path]:
     raise FileNotFoundError(f"{item}: no such image, video or folder")
 
 
-def frames(items: Iterable[Path | np.ndarray | Image.Image]) -> Iterator[Frame]:
-    """Decode lazily, one frame at a time, so a long video or a large folder never sits in memory."""
+def frames(items: Iterable[Path | np.ndarray | Image.Image], on_skip: OnSkip | None = None) -> Iterator[Frame]:
+    """Decode lazily, one frame at a time, so a long video or a large folder never sits in memory.
+
+    An image file that cannot be decoded (not an image, corrupt, truncated) is skipped, never the end of the
+    stream: `on_skip(path, reason)` is called, or without one a SkippedInputWarning names the file."""
     from hydradet.infer.video import read_frames  # PyAV loads only when a video is given
 
     for item in items:
@@ -75,7 +84,16 @@ def frames(items: Iterable[Path | np.ndarray | Image.Image]) -> Iterator[Frame]:
             for i, image in enumerate(read_frames(item)):
                 yield Frame(image, item, i)
         else:
-            yield Frame(load_image(item).permute(1, 2, 0).numpy(), item)
+            try:
+                image = load_image(item)
+            except Exception as e:  # PIL raises many types for files it cannot read; each means "skip this one"
+                reason = f"{type(e).__name__}: {e}"
+                if on_skip is not None:
+                    on_skip(item, reason)
+                else:
+                    warnings.warn(f"{item}: skipped, not a readable image ({reason})", SkippedInputWarning, 2)
+                continue
+            yield Frame(image.permute(1, 2, 0).numpy(), item)
 
 
 def count(items: Sequence[Path | np.ndarray | Image.Image]) -> int | None:

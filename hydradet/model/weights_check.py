@@ -213,6 +213,10 @@ def _mismatch_message(
 
 
 def _refuse_pickle(path: Path) -> None:
+    run_weights = run_folder_weights(path)
+    if run_weights is not None:
+        what = "a training run's folder" if path.is_dir() else "a training checkpoint (for --resume), not weights"
+        raise WeightsError(f"{path}: {what}; its weights are {run_weights} (or last.safetensors beside it)")
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
     if path.suffix in _PICKLE_SUFFIXES:
@@ -222,3 +226,10 @@ def _refuse_pickle(path: Path) -> None:
             f"s.save_file(torch.load('{path.name}', weights_only=True), '{path.stem}.safetensors')\" "
             "(hydradet files also need their metadata: prefer the .safetensors that `hydradet train` wrote)"
         )
+
+
+def run_folder_weights(path: Path) -> Path | None:
+    """The best.safetensors a user meant when giving a run folder (runs/NAME or runs/NAME/weights) or its
+    checkpoint.pt as weights; None for anything else."""
+    candidates = [path / "weights", path] if path.is_dir() else [path.parent] if path.name == "checkpoint.pt" else []
+    return next((c / "best.safetensors" for c in candidates if (c / "best.safetensors").is_file()), None)
