@@ -24,6 +24,18 @@ _SOURCE_PATH_KEYS = ("train", "val", "images")
 # Keys that older configs (e.g. a past run's config.yaml) may still use: old -> new.
 MOVED_KEYS = {"train.hflip": "augment.hflip"}
 
+# Ultralytics' top-level names, accepted as overrides of the full keys (`hydradet train my.yaml epochs=50`).
+# `data=CONFIG` is the config itself (cli); `model=` is refused with what to write instead (two meanings there).
+SHORTCUTS = {
+    "epochs": "train.epochs",
+    "imgsz": "model.imgsz",
+    "batch": "train.batch",
+    "device": "train.device",
+    "workers": "train.workers",
+    "lr0": "train.lr",
+    "seed": "train.seed",
+}
+
 
 def defaults() -> dict[str, Any]:
     return read_yaml(DEFAULT_YAML, ConfigError)  # UTF-8 whatever the locale, like every text input
@@ -120,6 +132,12 @@ def _apply_override(cfg: dict[str, Any], item: str) -> None:
     if "=" not in item:
         raise ConfigError(f"override {item!r}: expected key=value, e.g. train.epochs=3")
     dotted, raw = item.split("=", 1)
+    dotted = SHORTCUTS.get(dotted.strip(), dotted)
+    if dotted.strip() == "model":
+        raise ConfigError(
+            f"override {item!r}: `model` is a section. Weights to start from: model.init={raw or 'PATH'} (a "
+            ".safetensors from hydradet train); an architecture: model.backbone=NAME (default.yaml lists them)"
+        )
     try:
         value = yaml.safe_load(raw) if raw else None
     except yaml.YAMLError:
@@ -153,7 +171,7 @@ def _explain(err: ValidationError, data: dict[str, Any]) -> str:
             if key in MOVED_KEYS:
                 lines.append(f"  {key}: this key moved to `{MOVED_KEYS[key]}`; rename it there")
                 continue
-            hint = difflib.get_close_matches(name, allowed, n=1)
+            hint = difflib.get_close_matches(name, allowed, n=1) or _full_key(name) * (not parent)
             lines.append(
                 f"  {key}: unknown key{f'; did you mean `{hint[0]}`?' if hint else '.'} "
                 f"Accepted keys here: {', '.join(allowed)}"
@@ -165,6 +183,22 @@ def _explain(err: ValidationError, data: dict[str, Any]) -> str:
             shown = "" if isinstance(got, dict) else f" (got {got!r})"
             lines.append(f"  {key}: {e['msg'].removeprefix('Value error, ')}{shown}")
     return "\n".join(dict.fromkeys(lines))  # unions can report the same line twice
+
+
+def _full_key(name: str) -> list[str]:
+    """A top-level name that is the last part of a nested key (`patience`, `hflip`): that key, or the closest."""
+    keys: list[str] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        for k, v in node.items():
+            keys.append(prefix + k)
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+
+    walk(defaults(), "")
+    last = {k.rsplit(".", 1)[-1]: k for k in reversed(keys) if "." in k}
+    close = difflib.get_close_matches(name, list(last), n=1, cutoff=0.75)
+    return [last[close[0]]] if close else []
 
 
 def _allowed_keys(parent: list[str]) -> list[str]:

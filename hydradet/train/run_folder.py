@@ -53,4 +53,5 @@ def save_final_weights(model: HydraDetector, path: Path, epoch: int) -> None:
     bad = [n for n, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
     if bad:
         raise TrainingStopped(f"not writing {path}: {len(bad)} tensors hold NaN or inf (e.g. {bad[0]})")
-    save_weights(model, path, {"epoch": epoch})
+    # The run's config (its val data): `hydradet val WEIGHTS` needs no config while that file exists.
+    save_weights(model, path, {"epoch": epoch, "config": str((path.parent.parent / "config.yaml").resolve())})
