@@ -257,7 +257,7 @@ def test_torchrun_trains_end_to_end_and_only_rank_0_writes(tmp_path: Path):
     run = tmp_path / "runs" / "ddp"
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["ddp"]  # one run folder, not one per rank
     assert (run / "weights" / "best.safetensors").is_file() and (run / "weights" / "checkpoint.pt").is_file()
-    assert done.stdout.count("done:") == 1  # only rank 0 logs
+    assert done.stdout.count("summary of") == 1  # only rank 0 logs
     rows = (run / "results.csv").read_text().splitlines()
     assert len(rows) == 3
 

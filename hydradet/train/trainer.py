@@ -312,9 +312,9 @@ def _pictures_of_best(
 ) -> None:
     """best.safetensors evaluated once more, as Ultralytics validates best.pt at the end, so that the run's
     evaluation pictures (PR / F1 curves, confusion matrices, val batches) are those of the weights it hands over."""
-    details = run_log.details()
-    if details is None:
+    if not cfg.train.plots:  # the same on every rank: they evaluate together
         return
+    details = run_log.details()  # None on ranks other than 0, which draw nothing
     dist.barrier()  # rank 0 wrote best.safetensors
     best = load_model(run_dir / "weights" / "best.safetensors").to(device)
     evaluate(best, cfg, val_sets, device, details, (dist.rank, dist.world), dist.all_gather)
