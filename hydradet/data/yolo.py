@@ -13,6 +13,7 @@ is labelled, and trained on, as 3024x4032.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from hydradet.data.records import (
     SplitRecords,
     clean_boxes,
 )
+from hydradet.data.walk import walk_files
 from hydradet.errors import read_text, read_yaml
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -77,7 +79,7 @@ def _list_images(entries: list[Path], origin: Path) -> list[Path]:
     images: list[Path] = []
     for e in entries:
         if e.is_dir():
-            images += sorted(p for p in e.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            images += walk_files(e, IMAGE_SUFFIXES)  # through linked folders too
         elif e.suffix == ".txt" and e.is_file():  # a list of image paths, relative to the list's folder
             lines = [ln.strip() for ln in read_text(e, DataError).splitlines() if ln.strip()]
             images += [p if p.is_absolute() else e.parent / p for p in map(Path, lines)]
@@ -94,6 +96,18 @@ def label_path(image: Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
+def find_label(image: Path) -> Path:
+    """`label_path(image)`; for an image reached through a link (to it or a folder above it) whose label is not
+    there, the label beside the real file (`images/train/e.jpg -> /other/images/e.jpg` labelled in
+    /other/labels/e.txt), if that exists."""
+    lbl = label_path(image)
+    if lbl.is_file():
+        return lbl
+    real = Path(os.path.realpath(image))
+    beside_real = label_path(real) if real != Path(os.path.abspath(image)) else lbl
+    return beside_real if beside_real.is_file() else lbl
+
+
 def _read_images(images: list[Path], names: list[str], entries: list[Path]) -> SplitRecords:
     """entries: the split's image folders and .txt lists, as the data YAML names them."""
     out = SplitRecords(records=[], class_names=names)
@@ -102,7 +116,7 @@ def _read_images(images: list[Path], names: list[str], entries: list[Path]) -> S
         size = out.probe(img)
         if size is None:
             continue
-        lbl = label_path(img)
+        lbl = find_label(img)
         if not lbl.is_file():
             out.skip(LABEL_MISSING, where=lbl)
             missing_label = missing_label or img
@@ -148,11 +162,11 @@ def _orphan_labels(pairs: list[tuple[Path, Path, bool]], entries: set[Path]) -> 
     for img_dir, lbl_dir, deep in pairs:
         if not lbl_dir.is_dir():
             continue
-        found = lbl_dir.rglob("*.txt") if deep else lbl_dir.glob("*.txt")
+        found = walk_files(lbl_dir, {".txt"}) if deep else lbl_dir.glob("*.txt")
         labels = sorted(p for p in found if p.name not in NOT_LABELS and p not in entries)
         if not labels:
             continue
-        files = img_dir.rglob("*") if deep else img_dir.glob("*")
+        files = walk_files(img_dir) if deep else img_dir.glob("*")
         stems = {p.with_suffix("") for p in files if p.suffix.lower() in IMAGE_SUFFIXES}
         orphans += [p for p in labels if img_dir / p.relative_to(lbl_dir).with_suffix("") not in stems]
     return list(dict.fromkeys(orphans))

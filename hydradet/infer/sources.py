@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from hydradet.data.dataset import load_image
+from hydradet.data.walk import walk_files
 from hydradet.data.yolo import IMAGE_SUFFIXES
 from hydradet.infer.settings import SettingError
 
@@ -51,7 +52,7 @@ def expand(source: Source) -> list[Path | np.ndarray | Image.Image]:
 def expand_path(item: str | Path) -> list[Path]:
     p = Path(item)
     if p.is_dir():
-        return sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+        return walk_files(p, IMAGE_SUFFIXES | VIDEO_SUFFIXES)  # linked folders too
     if p.is_file():
         return [p]
     if _GLOB_CHARS & set(str(item)):
