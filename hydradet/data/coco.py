@@ -20,6 +20,7 @@ from hydradet.data.records import (
     ImageRecord,
     SplitRecords,
     clean_boxes,
+    drop_duplicates,
     to_file_size,
     xywh_to_xyxy,
 )
@@ -82,6 +83,7 @@ def read_coco(json_path: Path, images_dir: Path | None = None) -> SplitRecords:
     """
     data = load_coco_json(json_path)
     cat_names = {c["id"]: c["name"] for c in data["categories"]}
+    cat_index = {cid: i for i, cid in enumerate(cat_names)}
     roots = [images_dir] if images_dir else [json_path.parent, json_path.parent / "images"]
     out = SplitRecords(records=[], class_names=list(cat_names.values()))
     out.looked_in = [
@@ -103,6 +105,9 @@ def read_coco(json_path: Path, images_dir: Path | None = None) -> SplitRecords:
         if size is None:
             continue
         anns, crowd = by_image[img["id"]], crowds[img["id"]]
+        keys = np.array([[cat_index[a["category_id"]], *a["bbox"]] for a in anns], np.float64).reshape(-1, 5)
+        keep = drop_duplicates(keys, out, f"{json_path} ({img['file_name']})", [a["id"] for a in anns], "annotation id")
+        anns = [a for a, k in zip(anns, keep, strict=True) if k]
         # Objects and crowd regions are brought to the file's size together: one image, one size warning.
         both = xywh_to_xyxy(np.array([a["bbox"] for a in anns + crowd], np.float32).reshape(-1, 4))
         both = to_file_size(both, (int(img.get("width") or 0), int(img.get("height") or 0)), size, path, out)

@@ -22,6 +22,7 @@ from hydradet.errors import DataError
 __all__ = [
     "BOX_CLIPPED",
     "BOX_DROPPED",
+    "DUPLICATE_ROW",
     "IMAGE_CORRUPT",
     "IMAGE_EMPTY",
     "IMAGE_MISSING",
@@ -37,6 +38,7 @@ __all__ = [
     "ImageRecord",
     "SplitRecords",
     "clean_boxes",
+    "drop_duplicates",
     "exif_boxes",
     "exif_orientation",
     "is_resize",
@@ -54,6 +56,7 @@ LABEL_MISSING = "label file missing (image kept as background)"
 LABEL_ORPHAN = "label file matching no image (not read)"
 POLYGON_AS_BOX = "segment polygon line (read as its bounding box, as Ultralytics does)"
 BOX_DROPPED = "box with zero/negative size or NaN (dropped)"
+DUPLICATE_ROW = "duplicate label row (same class and box as an earlier one; removed, as Ultralytics does)"
 BOX_CLIPPED = "box partly outside the image (clipped to it)"
 SIZE_MISMATCH = "image size in the annotations differs from the file (boxes rescaled to the file)"
 SIZE_WRONG = (
@@ -246,6 +249,31 @@ def clean_boxes(
     if (outside & ok).any():
         out.warn(BOX_CLIPPED, int((outside & ok).sum()), [p for p, k in zip(per_box, outside & ok, strict=True) if k])
     return boxes[ok], [c for c, k in zip(classes, ok, strict=True) if k]
+
+
+def drop_duplicates(
+    keys: np.ndarray, out: SplitRecords, file: object, rows: list[object], what: str = "line"
+) -> np.ndarray:
+    """Which of a file's label rows to keep, (N,) bool: all but exact repeats of an earlier row, counted as
+    DUPLICATE_ROW with one example per file naming the repeats ("FILE: 2 rows (lines 3, 4)").
+
+    keys: (N, K) numbers that make a row what it is (class, then the box as written): equal keys are the same
+    label. Exact equality: a box moved by a hair is another object (overlaps are for NMS, not for a reader). A
+    duplicated ground truth is an object no detection can match twice, so it halves AP. rows: each row's name
+    within the file, after `what` ("line" 3, "annotation id" 7, "object" 2)."""
+    keep = np.ones(len(keys), bool)
+    if len(keys) < 2:
+        return keep
+    seen: set[tuple[float, ...]] = set()
+    for j, key in enumerate(map(tuple, keys.tolist())):
+        keep[j] = key not in seen
+        seen.add(key)
+    n = int((~keep).sum())
+    if n:
+        named = [str(r) for r, k in zip(rows, keep, strict=True) if not k]
+        shown = ", ".join(named[:MAX_EXAMPLES]) + (", ..." if n > MAX_EXAMPLES else "")
+        out.skip(DUPLICATE_ROW, n, where=f"{file}: {n} row{'s' * (n > 1)} ({what}{'s' * (n > 1)} {shown})")
+    return keep
 
 
 def to_file_size(

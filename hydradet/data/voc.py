@@ -14,7 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from hydradet.data.records import IMAGE_MISSING, DataError, ImageRecord, SplitRecords, clean_boxes, to_file_size
+from hydradet.data.records import (
+    IMAGE_MISSING,
+    DataError,
+    ImageRecord,
+    SplitRecords,
+    clean_boxes,
+    drop_duplicates,
+    to_file_size,
+)
 from hydradet.errors import decode_text, read_text
 
 # An XML declaration's encoding (`<?xml version="1.0" encoding="ISO-8859-1"?>`): a file that states one is read
@@ -42,6 +50,9 @@ def read_voc(path: Path) -> SplitRecords:
         size = out.probe(image)
         if size is None:
             continue
+        keys = np.array([[names.index(o[0]), o[1], *o[2]] for o in objects], np.float64).reshape(-1, 6)
+        keep = drop_duplicates(keys, out, xml_path, list(range(1, len(objects) + 1)), "object")
+        objects = [o for o, k in zip(objects, keep, strict=True) if k]
         # `difficult` objects are ignore regions: neither positives nor negatives, as the VOC protocol scores them.
         kept, difficult = [o for o in objects if not o[1]], [o for o in objects if o[1]]
         both = np.array([o[2] for o in kept + difficult], np.float32).reshape(-1, 4)

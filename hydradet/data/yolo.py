@@ -26,6 +26,7 @@ from hydradet.data.records import (
     ImageRecord,
     SplitRecords,
     clean_boxes,
+    drop_duplicates,
 )
 from hydradet.data.walk import walk_files
 from hydradet.errors import read_text, read_yaml
@@ -123,6 +124,8 @@ def _read_images(images: list[Path], names: list[str], entries: list[Path]) -> S
             rows, lines, polygons = np.zeros((0, 5), np.float32), [], []
         else:
             rows, lines, polygons = _parse_label_file(lbl, len(names))
+            keep = drop_duplicates(rows, out, lbl, lines)
+            rows, lines = rows[keep], [n for n, k in zip(lines, keep, strict=True) if k]
         if polygons:
             out.warn(POLYGON_AS_BOX, len(polygons), [f"{lbl}:{n}" for n in polygons])
         w, h = size
