@@ -27,9 +27,12 @@ __all__ = [
     "IMAGE_EMPTY",
     "IMAGE_MISSING",
     "IMAGE_TRUNCATED",
+    "LABEL_IN_PIXELS",
     "LABEL_MISSING",
     "LABEL_ORPHAN",
+    "NORMALISED_TOLERANCE",
     "POLYGON_AS_BOX",
+    "ROW_NOT_NORMALISED",
     "SIZE_MISMATCH",
     "SIZE_UNROTATED",
     "SIZE_WRONG",
@@ -54,6 +57,10 @@ IMAGE_TRUNCATED = "image file truncated"
 IMAGE_CORRUPT = "image file corrupt or not an image"
 LABEL_MISSING = "label file missing (image kept as background)"
 LABEL_ORPHAN = "label file matching no image (not read)"
+# A normalised format (YOLO) with coordinates beyond 1: almost always pixels. Named as such, not as the zero-size
+# boxes they become once multiplied by the image size again.
+ROW_NOT_NORMALISED = "YOLO labels must be normalised to 0-1; a row beyond 1 (dropped)"
+LABEL_IN_PIXELS = "YOLO labels must be normalised to 0-1; a label file wholly beyond 1, in pixels? (its image left out)"
 POLYGON_AS_BOX = "segment polygon line (read as its bounding box, as Ultralytics does)"
 BOX_DROPPED = "box with zero/negative size or NaN (dropped)"
 DUPLICATE_ROW = "duplicate label row (same class and box as an earlier one; removed, as Ultralytics does)"
@@ -66,6 +73,9 @@ SIZE_WRONG = (
 SIZE_UNROTATED = "annotations made on the unrotated pixels of an EXIF-rotated image (boxes rotated to the view)"
 
 MAX_EXAMPLES = 5  # places named per reason: enough to find the pattern, short enough to read
+# A normalised coordinate up to this far beyond 1 is float rounding or a box edge on the border (clipped, counted);
+# further is a row in pixels (ROW_NOT_NORMALISED). 1% of a side; a pixel row's values are nearly all far above 2.
+NORMALISED_TOLERANCE = 0.01
 CLIP_TOLERANCE = 1.0  # pixels; float rounding in exported boxes is not worth a warning
 # A stated size with the file's aspect ratio within this (relative) is a uniform resize: rounding a resized
 # side to whole pixels moves the ratio by well under 1% for images over ~100 px.

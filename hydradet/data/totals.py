@@ -37,6 +37,10 @@ _FIXES = {
     R.LABEL_MISSING: "put each image's label file where the reader looks (above)",
     R.LABEL_ORPHAN: "make image and label file names agree: label files were found that match no image",
     R.BOX_DROPPED: "fix the boxes named (zero or negative size, NaN or inf)",
+    R.LABEL_IN_PIXELS: "YOLO labels must be normalised to 0-1: divide each x and width by the image's width and "
+    "each y and height by its height (the label files named hold pixels)",
+    R.ROW_NOT_NORMALISED: "YOLO labels must be normalised to 0-1: divide each x and width by the image's width "
+    "and each y and height by its height (the rows named hold pixels)",
     C.ROW_SHORT: "give every CSV row as many cells as the header",
     C.IMAGE_NAME_EMPTY: "fill in the image names of the rows named",
     C.LABEL_EMPTY: "fill in the labels of the rows named",
