@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
@@ -17,6 +15,7 @@ from hydradet.config.schema import ColumnLabel, Config
 from hydradet.data.augment import PAD_VALUE, Augment
 from hydradet.data.coco import read_coco
 from hydradet.data.csv_labels import read_csv_labels
+from hydradet.data.image import load_image  # also imported from here by data check and the tests
 from hydradet.data.mosaic import mosaic
 from hydradet.data.pseudo_labels import CachedDetections
 from hydradet.data.records import SplitRecords, is_resize
@@ -244,29 +243,6 @@ def with_regress_stats(cfg: Config, train_sets: list[SourceDataset]) -> Config:
         mean = head.mean if head.mean is not None else float(values.mean())
         heads[name] = head.model_copy(update={"mean": mean, "std": head.std or std})
     return cfg.model_copy(update={"heads": heads})
-
-
-def load_image(path: Path) -> Tensor:
-    """RGB uint8 (3, H, W), EXIF orientation applied: boxes refer to the picture as a viewer shows it.
-
-    Grayscale, palette (with or without transparency), RGBA (alpha dropped, as OpenCV-based trainers do), CMYK
-    and 16-bit images all become 8-bit RGB; 16-bit values are scaled down, where PIL's convert would clip them.
-    """
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im)
-        arr = _rgb8(im)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
-
-
-def _rgb8(im: Image.Image) -> np.ndarray:
-    if im.mode.startswith("I") or im.mode == "F":
-        a = np.asarray(im, dtype=np.float32)
-        a = a * 255 if im.mode == "F" and a.max() <= 1 else a / 257  # float in [0, 1], else 16-bit range
-        a = np.rint(a).clip(0, 255).astype(np.uint8)
-        return np.repeat(a[..., None], 3, -1)
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")  # PIL warns on palette transparency converted straight to RGB
-    return np.asarray(im.convert("RGB"))
 
 
 def letterbox(image: Tensor, size: int) -> tuple[Tensor, float]:

@@ -1,5 +1,7 @@
 """What `predict` accepts, turned into one stream of RGB frames: paths, folders, globs, lists of them, PIL images,
-numpy arrays (HWC RGB uint8) and video files (one frame after another)."""
+numpy arrays (HWC RGB, uint8, uint16 or float) and video files (one frame after another). A path, a PIL image and
+an array of the same picture give the same pixels (`data/image.py`: 16-bit scaled, floats by their range, alpha
+composited on the letterbox grey)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import TypeAlias
 import numpy as np
 from PIL import Image, ImageOps
 
-from hydradet.data.dataset import load_image
+from hydradet.data.image import array_rgb8, load_image, pil_rgb8
 from hydradet.data.walk import walk_files
 from hydradet.data.yolo import IMAGE_SUFFIXES
 from hydradet.infer.settings import SettingError
@@ -71,7 +73,7 @@ def frames(items: Iterable[Path | np.ndarray | Image.Image]) -> Iterator[Frame]:
         if isinstance(item, np.ndarray):
             yield Frame(as_rgb(item), None)
         elif isinstance(item, Image.Image):
-            yield Frame(np.array(ImageOps.exif_transpose(item).convert("RGB")), None)
+            yield Frame(pil_rgb8(ImageOps.exif_transpose(item)), None)
         elif is_video(item):
             for i, image in enumerate(read_frames(item)):
                 yield Frame(image, item, i)
@@ -93,11 +95,9 @@ def count(items: Sequence[Path | np.ndarray | Image.Image]) -> int | None:
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
-    """Grey (H, W) and RGBA (H, W, 4) to RGB; anything but uint8 HWC is refused rather than guessed at."""
-    if image.dtype != np.uint8:
-        raise SettingError(f"numpy image: dtype {image.dtype}; expected uint8 HWC RGB (0-255)")
-    if image.ndim == 2:
-        return np.repeat(image[..., None], 3, axis=2)
-    if image.ndim == 3 and image.shape[2] in (3, 4):
-        return image[..., :3]
-    raise SettingError(f"numpy image: shape {image.shape}; expected (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) grey")
+    """(H, W, 3) uint8 RGB of a numpy image (`data/image.py:array_rgb8`); SettingError naming a dtype or shape
+    that it cannot be (refused rather than guessed at)."""
+    try:
+        return array_rgb8(image)
+    except ValueError as e:
+        raise SettingError(str(e)) from None
