@@ -31,6 +31,7 @@ class Frame:
     image: np.ndarray  # (H, W, 3) uint8 RGB, as a viewer shows it (EXIF orientation applied)
     path: Path | None  # the file it came from; None for an in-memory image
     frame: int | None = None  # frame number within a video file
+    time: float | None = None  # a video frame's presentation time, seconds from the video's start
 
 
 def is_video(path: Path) -> bool:
@@ -67,7 +68,7 @@ def expand_path(item: str | Path) -> list[Path]:
 
 def frames(items: Iterable[Path | np.ndarray | Image.Image]) -> Iterator[Frame]:
     """Decode lazily, one frame at a time, so a long video or a large folder never sits in memory."""
-    from hydradet.infer.video import read_frames  # PyAV loads only when a video is given
+    from hydradet.infer.video import read_timed_frames  # PyAV loads only when a video is given
 
     for item in items:
         if isinstance(item, np.ndarray):
@@ -75,8 +76,8 @@ def frames(items: Iterable[Path | np.ndarray | Image.Image]) -> Iterator[Frame]:
         elif isinstance(item, Image.Image):
             yield Frame(pil_rgb8(ImageOps.exif_transpose(item)), None)
         elif is_video(item):
-            for i, image in enumerate(read_frames(item)):
-                yield Frame(image, item, i)
+            for i, (image, time) in enumerate(read_timed_frames(item)):
+                yield Frame(image, item, i, time)
         else:
             yield Frame(load_image(item).permute(1, 2, 0).numpy(), item)
 
