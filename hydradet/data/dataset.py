@@ -13,6 +13,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from hydradet.config.schema import ColumnLabel, Config
 from hydradet.data.augment import PAD_VALUE, Augment
+from hydradet.data.cache import read_cached
 from hydradet.data.coco import read_coco
 from hydradet.data.csv_labels import read_csv_labels
 from hydradet.data.image import load_image  # also imported from here by data check and the tests
@@ -71,6 +72,19 @@ def collate(samples: list[Sample]) -> Batch:
 
 
 def read_split(cfg: Config, source: str, split: str) -> SplitRecords:
+    """A source's split as its reader gives it, through the label cache (data/cache.py): read again only when one
+    of its inputs changed. Raises DataError naming the file, line or id and the fix."""
+    src = cfg.sources[source]
+    path = getattr(src, split)
+    # What decides the read besides the split's path: the format, the split's name (a YOLO data YAML's key), a
+    # COCO images folder, and for csv sources the columns and class values of their labels.
+    identity = {"format": src.format, "split": split, "images": str(src.images) if src.images else None}
+    if src.format == "csv":
+        identity["source"] = src.model_dump(mode="json")
+    return read_cached(path, identity, lambda: _read(cfg, source, split))
+
+
+def _read(cfg: Config, source: str, split: str) -> SplitRecords:
     src = cfg.sources[source]
     path = getattr(src, split)
     if src.format == "coco":
@@ -198,9 +212,9 @@ class SourceDataset(Dataset[Sample]):
         """head -> what this split gives it, for the summaries: boxes for detect heads, labels for the others."""
         out = {}
         for head, cmap in self.class_maps.items():
-            out[head] = f"{sum(c in cmap for r in self.records for c in r.classes)} boxes"
+            out[head] = f"{self.records.count_boxes(cmap)} boxes"
         for head in self.image_heads:
-            out[head] = f"{sum(head in r.image_labels for r in self.records)} labels"
+            out[head] = f"{self.records.count_labels(head)} labels"
         return out
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image
 
+from hydradet.data.inputs import note_input, probe_once
+from hydradet.data.table import ImageRecord, RecordTable
 from hydradet.errors import DataError
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "exif_boxes",
     "exif_orientation",
     "is_resize",
+    "note_input",
     "probe_image",
     "to_file_size",
     "xywh_to_xyxy",
@@ -83,25 +86,11 @@ RESIZE_ASPECT_TOLERANCE = 0.01
 
 
 @dataclass
-class ImageRecord:
-    path: Path
-    boxes: np.ndarray  # (N, 4) float32 xyxy in pixels of the image as a viewer shows it
-    classes: list[str]  # the source's class name of each box
-    width: int = 0  # 0 = unknown until the image is opened
-    height: int = 0
-    # Ignore regions (COCO iscrowd, VOC difficult): neither positives nor negatives in training, and crowd
-    # regions in evaluation (a detection on them is neither rewarded nor punished).
-    ignore: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
-    ignore_classes: list[str] = field(default_factory=list)
-    # Image-level heads (csv sources): head -> class id (classify) or value (regress).
-    image_labels: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
 class SplitRecords:
-    """One split (train or val) of one source, as read from disk."""
+    """One split (train or val) of one source, as read from disk. `records` is a RecordTable (data/table.py: a
+    sequence of ImageRecord held as arrays); a list given is packed into one."""
 
-    records: list[ImageRecord]
+    records: RecordTable
     class_names: list[str]  # the source's vocabulary, in its own order
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count of images or boxes left out
     warnings: dict[str, int] = field(default_factory=dict)  # reason -> count of things kept but changed
@@ -110,6 +99,10 @@ class SplitRecords:
     # (...)"), and what it noticed that may explain lost labels: for the totals check and `data check`.
     looked_in: list[str] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.records, RecordTable):
+            self.records = RecordTable(self.records)
 
     def skip(self, reason: str, n: int = 1, where: object = None) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + n
@@ -126,19 +119,17 @@ class SplitRecords:
                 places.append(str(w))
 
     def probe(self, path: Path) -> tuple[int, int] | None:
-        """probe_image, with a bad image counted as skipped instead of raised."""
+        """probe_image (once per dataset: its answer is kept by the label cache while the file is unchanged), with
+        a bad image counted as skipped instead of raised."""
         try:
-            return probe_image(path)
+            return probe_once(path, probe_image)
         except BadImage as e:
             self.skip(e.reason, where=f"{path}{f' ({e.detail})' if e.detail else ''}")
             return None
 
     def box_counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(self.class_names, 0)
-        for r in self.records:
-            for c in r.classes:
-                counts[c] = counts.get(c, 0) + 1
-        return counts
+        """class name -> boxes, for every class of the source (0 for those without a box) and any other met."""
+        return dict.fromkeys(self.class_names, 0) | self.records.box_counts()
 
 
 class BadImage(Exception):

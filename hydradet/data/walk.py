@@ -13,6 +13,7 @@ import os
 from collections.abc import Collection
 from pathlib import Path
 
+from hydradet.data.inputs import note_input
 from hydradet.errors import DataError
 
 __all__ = ["walk_files"]
@@ -28,6 +29,7 @@ def walk_files(root: Path, suffixes: Collection[str] | None = None) -> list[Path
     stack: list[tuple[str, tuple[tuple[int, int], ...]]] = [(str(root), (_identity(root),))]
     while stack:
         folder, ancestors = stack.pop()
+        note_input(folder)  # a file added or removed changes the folder's time: the label cache sees it
         try:
             entries = list(os.scandir(folder))
         except (NotADirectoryError, FileNotFoundError, PermissionError):

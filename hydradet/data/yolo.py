@@ -34,6 +34,7 @@ from hydradet.data.records import (
     SplitRecords,
     clean_boxes,
     drop_duplicates,
+    note_input,
 )
 from hydradet.data.walk import walk_files
 from hydradet.errors import read_text, read_yaml
@@ -47,6 +48,7 @@ def read_yolo(path: Path, split: str) -> SplitRecords:
     if path.is_dir():
         names = _names_from_sibling_yaml(path)
         return _read_images(_list_images([path], path), names, [path])
+    note_input(path)
     data = read_yaml(path, DataError)
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a YAML mapping with `path`, `train`, `val` and `names`")
@@ -76,7 +78,10 @@ def _parse_names(names: object, path: Path) -> list[str]:
 
 
 def _names_from_sibling_yaml(folder: Path) -> list[str]:
+    note_input(folder.parent)
+    note_input(folder.parent.parent)
     for cand in [*folder.parent.glob("*.yaml"), *folder.parent.parent.glob("*.yaml")]:
+        note_input(cand)
         data = read_yaml(cand, DataError)
         if isinstance(data, dict) and "names" in data:
             return _parse_names(data["names"], cand)
@@ -89,6 +94,7 @@ def _list_images(entries: list[Path], origin: Path) -> list[Path]:
         if e.is_dir():
             images += walk_files(e, IMAGE_SUFFIXES)  # through linked folders too
         elif e.suffix == ".txt" and e.is_file():  # a list of image paths, relative to the list's folder
+            note_input(e)
             lines = [ln.strip() for ln in read_text(e, DataError).splitlines() if ln.strip()]
             images += [p if p.is_absolute() else e.parent / p for p in map(Path, lines)]
         else:
@@ -109,10 +115,14 @@ def find_label(image: Path) -> Path:
     there, the label beside the real file (`images/train/e.jpg -> /other/images/e.jpg` labelled in
     /other/labels/e.txt), if that exists."""
     lbl = label_path(image)
+    note_input(lbl)  # also when missing: a label file that appears changes the image's boxes
     if lbl.is_file():
         return lbl
     real = Path(os.path.realpath(image))
     beside_real = label_path(real) if real != Path(os.path.abspath(image)) else lbl
+    if beside_real == lbl:
+        return lbl
+    note_input(beside_real)
     return beside_real if beside_real.is_file() else lbl
 
 
@@ -170,12 +180,14 @@ def _orphan_labels(pairs: list[tuple[Path, Path, bool]], entries: set[Path]) -> 
     """Label files in the split's label folders whose image file does not exist (under any image suffix)."""
     orphans: list[Path] = []
     for img_dir, lbl_dir, deep in pairs:
+        note_input(lbl_dir)
         if not lbl_dir.is_dir():
             continue
         found = walk_files(lbl_dir, {".txt"}) if deep else lbl_dir.glob("*.txt")
         labels = sorted(p for p in found if p.name not in NOT_LABELS and p not in entries)
         if not labels:
             continue
+        note_input(img_dir)
         files = walk_files(img_dir) if deep else img_dir.glob("*")
         stems = {p.with_suffix("") for p in files if p.suffix.lower() in IMAGE_SUFFIXES}
         orphans += [p for p in labels if img_dir / p.relative_to(lbl_dir).with_suffix("") not in stems]
