@@ -185,6 +185,22 @@ class RecordTable(Sequence[ImageRecord]):
         starts = np.concatenate([[0], ends[:-1]])
         return int((hits[ends] == hits[starts]).sum())
 
+    def boxes_of(self, classes: Collection[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The boxes of `classes` over all images: (K, 4) float32 xyxy, and (K, 2) int32 their images' (w, h)."""
+        self._pack()
+        a = self.arrays
+        keep = np.isin(a["cls"], self._ids(classes))
+        image = np.repeat(np.arange(len(a["dir"])), np.diff(np.concatenate([[0], a["box_end"]])))
+        return a["boxes"][keep], a["size"][image[keep]]
+
+    def label_values(self, head: str) -> np.ndarray:
+        """The image-level head's labels of the images that have one, in order (class ids or values)."""
+        self._pack()
+        if head not in self.heads:
+            return np.zeros(0)
+        column = self.arrays["labels"][:, self.heads.index(head)]
+        return column[~np.isnan(column)]
+
     def count_labels(self, head: str) -> int:
         """Images with a label for the image-level head `head`."""
         self._pack()

@@ -121,10 +121,9 @@ def _no_image(cfg: Config, ds: SourceDataset) -> Problem:
 
 def _supervision(ds: SourceDataset, head: str) -> int:
     """Boxes (detect) or labels (classify/regress) the split gives the head."""
-    if head in ds.class_maps:
-        cmap = ds.class_maps[head]
-        return sum(c in cmap for r in ds.records for c in r.classes)
-    return sum(head in r.image_labels for r in ds.records)
+    if head in ds.class_maps:  # counted over the records' arrays: no object per image (data/table.py)
+        return ds.records.count_boxes(ds.class_maps[head])
+    return ds.records.count_labels(head)
 
 
 def _why_no_supervision(cfg: Config, ds: SourceDataset, head: str, what: str) -> list[str]:
@@ -133,7 +132,7 @@ def _why_no_supervision(cfg: Config, ds: SourceDataset, head: str, what: str) ->
     cmap = ds.class_maps.get(head, {})
     counts = ds.data.box_counts()
     others = {c: n for c, n in counts.items() if n and c not in cmap}
-    ignored = sum(c in cmap for r in ds.records for c in r.ignore_classes)
+    ignored = ds.records.count_boxes(cmap, ignore=True)
     if ignored:
         lines.append(f"  {ignored} boxes of its classes are ignore regions (VOC `difficult`, COCO `iscrowd`)")
     if others:
