@@ -4,15 +4,18 @@ and each one's peak memory, at 10k, 100k and 1M images, with a cold and a warm l
 The data: a COCO JSON of N image entries, each a link to one of the 337 coco-train images in ../shared/data with that
 image's annotations (8.4 boxes per image, as COCO's), written under --work (a temporary folder unless given; never
 the repository). The linked images are in the OS cache after the first run, so the numbers are the bookkeeping's,
-not the disk's. A second, fixed val JSON of --val-images entries is the config's val split (`val` runs the model on
-every image: its cost at 1M images would be the model's, not the bookkeeping's).
+not the disk's. A second, fixed JSON of --val-images entries is the config's val split (a full `val` runs the model
+on every image: at 1M images its cost would be the model's, not the bookkeeping's, so `val start` measures the
+N-image source as a val split up to its first batch through the model, and `val full` the fixed split).
 
 Each measurement is a fresh `hydradet` process (interpreter start and imports included), run one after another:
     train cold   the label cache emptied first: read and probe everything, write the cache
     train warm   the same command again: the cache is used
     check cold   `hydradet data check` with the cache emptied first
     check warm   `hydradet data check` again
-    val warm     `hydradet val` of a random-init model over the val split
+    val start    `hydradet val` of a random-init model, the N images as its val split, until its first batch
+                 went through the model (warm cache)
+    val full     `hydradet val` of the same model over the fixed --val-images split, to the end (warm cache)
 Peak memory is the process's maxrss; "per image" is its growth over the smallest size, per added image.
 
     .venv/bin/python benchmarks/data_scale.py --sizes 1000 10000 100000 1000000
@@ -81,15 +84,17 @@ def generate(root: Path, n: int) -> Path:
     return out
 
 
-def write_config(root: Path, train: Path, val: Path) -> Path:
+def write_config(root: Path, train: Path | None, val: Path, name: str) -> Path:
+    """A config with one COCO source (`train` left out when None), heads person and animal."""
     labels = {h: {c: c for c in classes} for h, classes in HEADS.items()}
+    splits = {"train": str(train)} if train else {}
     cfg = {
         "heads": {h: {"task": "detect", "classes": classes} for h, classes in HEADS.items()},
-        "sources": {"coco": {"format": "coco", "train": str(train), "val": str(val), "labels": labels}},
+        "sources": {"coco": {"format": "coco", **splits, "val": str(val), "labels": labels}},
         "project": str(root / "runs"),
         "name": "scale",
     }
-    path = root / f"config_{train.stem}.yaml"
+    path = root / f"config_{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -128,8 +133,20 @@ def child(kind: str, config: Path, work: Path, t0: float, extra: list[str]) -> N
         command = ["train", str(config)]
     elif kind == "check":
         command = ["data", "check", str(config), "--out", str(work / "check")]
-    elif kind == "val":
+    elif kind in ("val", "valstart"):
         command = ["val", str(config), str(_weights(config, work)), "--out", str(work / "val")]
+        if kind == "valstart":
+            from hydradet.model.detector import HydraDetector
+
+            forward = HydraDetector.forward
+
+            def first_batch(self: HydraDetector, *args: object, **kwargs: object) -> object:
+                out = forward(self, *args, **kwargs)
+                _report(seconds=time.time() - t0)
+                os._exit(0)  # start-up ends with the first batch through the model
+                return out
+
+            HydraDetector.forward = first_batch  # type: ignore[method-assign]
     else:
         raise SystemExit(f"unknown --child {kind}")
     code = main([*command, *extra])
@@ -146,24 +163,30 @@ def _weights(config: Path, work: Path) -> Path:
 
     path = work / "model.safetensors"
     if not path.is_file():
-        cfg = load_config(config)
+        cfg = load_config(config, evaluate_only=True)
         save_weights(HydraDetector(cfg.model, cfg.heads), path)
     return path
 
 
 # ---------------------------------------------------------------- the table
 STEPS = [("train cold", "train", True), ("train warm", "train", False)]
-STEPS += [("check cold", "check", True), ("check warm", "check", False), ("val warm", "val", False)]
+STEPS += [("check cold", "check", True), ("check warm", "check", False)]
+STEPS += [("val start", "valstart", False), ("val full", "val", False)]
 
 
 def measure(root: Path, n: int, val_json: Path, steps: list[tuple[str, str, bool]]) -> dict[str, dict[str, float]]:
-    config = write_config(root, generate(root, n), val_json)
+    data = generate(root, n)
+    configs = {
+        "train": write_config(root, data, val_json, str(n)),
+        "valstart": write_config(root, None, data, f"val_{n}"),
+        "val": write_config(root, None, val_json, f"val_{val_json.stem}"),
+    }
     cache = root / f"cache_{n}"
     out = {}
     for name, kind, cold in steps:
         if cold:
             shutil.rmtree(cache, ignore_errors=True)
-        out[name] = run(kind, config, cache, root / f"work_{n}", [])
+        out[name] = run(kind, configs.get(kind, configs["train"]), cache, root / f"work_{n}", [])
         print(f"  {n} images, {name}: {out[name]['seconds']:.1f} s, {out[name]['peak_mb']:.0f} MB", flush=True)
     return out
 
@@ -186,7 +209,7 @@ def table(rows: dict[int, dict[str, dict[str, float]]], names: list[str]) -> str
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000, 1000000])
-    ap.add_argument("--val-images", type=int, default=5000, help="images in the val split (COCO val2017: 5000)")
+    ap.add_argument("--val-images", type=int, default=1000, help="images of the fixed val split (`val full`)")
     ap.add_argument("--steps", nargs="+", default=[s for s, _, _ in STEPS], help="which measurements, by name")
     ap.add_argument("--work", type=Path, default=None, help="where the data and runs go (default: a temporary folder)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)

@@ -76,9 +76,12 @@ def read_split(cfg: Config, source: str, split: str) -> SplitRecords:
     of its inputs changed. Raises DataError naming the file, line or id and the fix."""
     src = cfg.sources[source]
     path = getattr(src, split)
-    # What decides the read besides the split's path: the format, the split's name (a YOLO data YAML's key), a
-    # COCO images folder, and for csv sources the columns and class values of their labels.
-    identity = {"format": src.format, "split": split, "images": str(src.images) if src.images else None}
+    # What decides the read besides the split's path: the format, a COCO images folder, the split's name for a
+    # YOLO data YAML (its key) and for csv sources the columns and class values of their labels. Nothing else:
+    # a train and a val split of the same file share one cache.
+    identity: dict[str, object] = {"format": src.format, "images": str(src.images) if src.images else None}
+    if src.format == "yolo":
+        identity["split"] = split
     if src.format == "csv":
         identity["source"] = src.model_dump(mode="json")
     return read_cached(path, identity, lambda: _read(cfg, source, split))
