@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,22 +84,21 @@ def _load(path: Path, key: str) -> dict[str, np.ndarray] | None:
         return None
 
 
-def _inputs(a: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """Every input's path, and its size, time and probed (width, height) as recorded."""
+def _inputs(a: dict[str, np.ndarray]) -> Iterator[tuple[str, int, int, int, int]]:
+    """Every input as recorded: its path, size, time and probed width and height (one at a time: a million
+    paths are never all strings at once)."""
     dirs = json.loads(a["meta"].tobytes())["dep_dirs"]
-    blob, ends = a["dep_blob"].tobytes(), a["dep_end"]
-    starts = np.concatenate([[0], ends[:-1]])
-    paths = [
-        os.path.join(dirs[d], blob[s:e].decode())
-        for d, s, e in zip(a["dep_dir"].tolist(), starts.tolist(), ends.tolist(), strict=True)
-    ]
-    return paths, a["dep_size"], a["dep_mtime"], a["dep_wh"]
+    blob, ends = a["dep_blob"].tobytes(), a["dep_end"].tolist()
+    columns = (a["dep_dir"].tolist(), a["dep_size"].tolist(), a["dep_mtime"].tolist(), *a["dep_wh"].T.tolist())
+    start = 0
+    for end, d, size, mtime, w, h in zip(ends, *columns, strict=True):
+        yield os.path.join(dirs[d], blob[start:end].decode()), size, mtime, w, h
+        start = end
 
 
 def _unchanged(a: dict[str, np.ndarray]) -> bool:
     """Whether every input has the size and time it had (one stat each; a missing one still missing)."""
-    paths, sizes, mtimes, _ = _inputs(a)
-    for p, size, mtime in zip(paths, sizes.tolist(), mtimes.tolist(), strict=True):
+    for p, size, mtime, _, _ in _inputs(a):
         try:
             st = os.stat(p)
         except OSError:
@@ -113,11 +112,7 @@ def _unchanged(a: dict[str, np.ndarray]) -> bool:
 
 def _probes(a: dict[str, np.ndarray]) -> dict[str, tuple[int, int, int, int]]:
     """path -> (size, mtime_ns, width, height) of the images the last read probed, for `inputs.probe_once`."""
-    paths, sizes, mtimes, wh = _inputs(a)
-    ok = (wh[:, 0] > 0) & (mtimes != inputs.RACY)
-    return {
-        paths[i]: (int(sizes[i]), int(mtimes[i]), int(wh[i, 0]), int(wh[i, 1])) for i in np.flatnonzero(ok).tolist()
-    }
+    return {p: (size, mtime, w, h) for p, size, mtime, w, h in _inputs(a) if w > 0 and mtime != inputs.RACY}
 
 
 def _records(a: dict[str, np.ndarray]) -> SplitRecords:
