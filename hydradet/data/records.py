@@ -1,12 +1,15 @@
-"""What every format reader produces: one ImageRecord per image, boxes in pixels with source class names.
+"""What every format reader produces: one ImageRecord per image (held in a RecordTable, data/table.py), boxes in
+pixels with source class names.
 
 Also the checks every reader shares, so that a bad file gets the same treatment whatever its format: each
-image is probed once when its split is read (`probe_image`: header only, cheap), bad boxes are clipped or
-dropped (`clean_boxes`), and everything left out or changed is counted by reason with the first few places
-named (`SplitRecords.skip` / `warn`), for the summary printed at start and for `hydradet data check`.
+image is probed once per dataset (`probe_image`: header only, cheap; the label cache keeps its answer while the
+file is unchanged), exact duplicate label rows removed (`drop_duplicates`), bad boxes clipped or dropped
+(`clean_boxes`), and everything left out or changed is counted by reason with the first few places named
+(`SplitRecords.skip` / `warn`), for the summary printed at start and for `hydradet data check`. Readers call
+`note_input` for each file or folder they read or look for, so that the label cache knows when to read again.
 
 Boxes refer to the picture as a viewer shows it, i.e. with the EXIF orientation applied, as in the
-Ultralytics and COCO tools: `probe_image` returns that size and `dataset.load_image` decodes that picture.
+Ultralytics and COCO tools: `probe_image` returns that size and `image.load_image` decodes that picture.
 """
 
 from __future__ import annotations

@@ -154,8 +154,8 @@ def annotate_video(
             writer.write(result.plot())
             record = result.to_json()
             # The frame's own time stamp; index / rate only for a frame without one (a variable rate differs).
-            time = result.time if result.time is not None else float((result.frame or 0) / fps)
-            record["time"] = round(time, 3)
+            seconds = result.time if result.time is not None else float((result.frame or 0) / fps)
+            record["time"] = round(seconds, 3)
             lines.write(json.dumps(record) + "\n")
             if on_result is not None:
                 on_result(result)

@@ -76,8 +76,8 @@ def frames(items: Iterable[Path | np.ndarray | Image.Image]) -> Iterator[Frame]:
         elif isinstance(item, Image.Image):
             yield Frame(pil_rgb8(ImageOps.exif_transpose(item)), None)
         elif is_video(item):
-            for i, (image, time) in enumerate(read_timed_frames(item)):
-                yield Frame(image, item, i, time)
+            for i, (image, seconds) in enumerate(read_timed_frames(item)):
+                yield Frame(image, item, i, seconds)
         else:
             yield Frame(load_image(item).permute(1, 2, 0).numpy(), item)
 

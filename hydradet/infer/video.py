@@ -55,8 +55,8 @@ def read_timed_frames(path: Path) -> Iterator[tuple[np.ndarray, float | None]]:
             image = frame.to_ndarray(format="rgb24")
             matrix = frame.side_data.get("DISPLAYMATRIX")  # FFmpeg attaches the stream's to every frame
             op = display_op(np.frombuffer(bytes(matrix), np.int32)) if matrix is not None else tag_op
-            time = frame.time - start if frame.time is not None else None
-            yield (np.ascontiguousarray(_OPS[op](image)) if op else image), time
+            seconds = frame.time - start if frame.time is not None else None
+            yield (np.ascontiguousarray(_OPS[op](image)) if op else image), seconds
 
 
 # FFmpeg's transpose filter's directions and flips, on (H, W, C) arrays.
