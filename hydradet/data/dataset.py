@@ -253,7 +253,7 @@ def with_regress_stats(cfg: Config, train_sets: list[SourceDataset]) -> Config:
     for name, head in cfg.heads.items():
         if head.task != "regress" or (head.mean is not None and head.std is not None):
             continue
-        values = np.array([r.image_labels[name] for ds in train_sets for r in ds.records if name in r.image_labels])
+        values = np.concatenate([np.zeros(0), *(ds.records.label_values(name) for ds in train_sets)])
         if not len(values):
             continue  # no train data: the head does not change, and 0 / 1 keep its outputs as they are
         std = float(values.std()) if values.std() > 0 else 1.0
