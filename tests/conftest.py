@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from hydradet.config import Config, load_config
+from hydradet.data.cache import CACHE_ENV
 from hydradet.data.dataset import Batch
 from hydradet.model.detector import HydraDetector
 
@@ -37,6 +40,19 @@ TINY = {
         },
     },
 }
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _label_cache_in_a_temporary_folder(tmp_path_factory):
+    """The label cache (data/cache.py) of every test's data in the session's temporary folder, never in ~/.cache
+    (subprocesses, e.g. torchrun and CLI runs, inherit it)."""
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("label_cache"))
+    yield
+    if before is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = before
 
 
 @pytest.fixture

@@ -235,7 +235,7 @@ def test_coco_annotated_on_the_stored_pixels_of_a_rotated_jpeg_is_rotated_to_the
 
 MODES = {  # file -> (a background pixel as loaded, whether the red box is still red)
     "coco/images/gray.png": ((128, 128, 128), False),
-    "coco/images/palette.png": ((128, 128, 128), True),  # index 0 is transparent: its colour is kept
+    "coco/images/palette.png": ((114, 114, 114), True),  # index 0 is transparent: the letterbox grey shows
     "coco/images/rgba.png": ((128, 128, 128), True),
     "coco/images/gray16.png": ((200, 200, 200), False),  # 51400 / 257: scaled, where convert() clips to 255
     "coco/images/rgb16.png": ((156, 156, 156), False),  # 40000 >> 8: PIL reads 16-bit RGB as its high bytes

@@ -196,3 +196,32 @@ def test_predict_writes_the_video_upright_without_a_display_rotation(weights: Pa
         assert frame.side_data.get("DISPLAYMATRIX") is None and frame.rotation == 0
         raw = frame.to_ndarray(format="rgb24")  # the stored pixels, without any turn applied
     assert raw.shape == (STORED[0], STORED[1], 3) and bright_corner(raw) == "top-right"
+
+
+# ---------------------------------------------------------------- time stamps
+VFR_MS = [0, 40, 200, 240, 1000]  # a variable frame rate: bursts and a pause, as phones and screen recorders write
+
+
+def write_vfr(path: Path) -> Path:
+    """A clip whose frames are at VFR_MS milliseconds (their presentation time stamps), written with PyAV."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = *SIZE, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for image, ms in zip(clip_frames() + clip_frames()[:1], VFR_MS, strict=True):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = ms, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_each_frame_of_a_variable_frame_rate_clip_has_its_own_presentation_time(weights: Path, tmp_path: Path):
+    clip = write_vfr(tmp_path / "vfr.mp4")
+    seconds = [ms / 1000 for ms in VFR_MS]  # not index / average rate (0, 0.2, 0.4, ... at its 4.8 fps)
+    assert [r.time for r in hydradet.load(weights).predict(clip, conf=0.99)] == pytest.approx(seconds)
+    assert main(["predict", str(weights), str(clip), "--out", str(tmp_path / "out")]) == 0
+    lines = [json.loads(line) for line in (tmp_path / "out" / "vfr.jsonl").read_text().splitlines()]
+    assert [r["frame"] for r in lines] == list(range(len(VFR_MS))) and [r["time"] for r in lines] == seconds

@@ -148,15 +148,15 @@ def check_dataset(
     out.examples = {k: list(v) for k, v in data.examples.items()}
     out.looked_in = list(data.looked_in)
     out.boxes_per_class = data.box_counts()
-    out.without_boxes = sum(len(r.classes) == 0 for r in ds.records)
+    # Counted over the records' arrays (data/table.py): no object per image, seconds saved per 100k images.
+    out.without_boxes = ds.records.images_without()
     for head, cmap in ds.class_maps.items():
-        keep = [[j for j, c in enumerate(r.classes) if c in cmap] for r in ds.records]
-        out.boxes_per_head[head] = sum(map(len, keep))
-        out.without_head_boxes[head] = sum(not k for k in keep)
+        out.boxes_per_head[head] = ds.records.count_boxes(cmap)
+        out.without_head_boxes[head] = ds.records.images_without(cmap)
         if heads is not None and head in heads:
-            _add_boxes(heads[head], [(r, k) for r, k in zip(ds.records, keep, strict=True) if k])
+            _add_boxes(heads[head], *ds.records.boxes_of(cmap))
     for head, task in ds.image_heads.items():
-        values = np.array([r.image_labels[head] for r in ds.records])
+        values = ds.records.label_values(head)
         if task == "classify":
             names = ds.class_names[head]
             out.labels_per_head[head] = {c: int((values == i).sum()) for i, c in enumerate(names)}
@@ -174,14 +174,13 @@ def check_dataset(
     return out
 
 
-def _add_boxes(acc: HeadBoxes, items: list) -> None:
-    for rec, keep in items:
-        b = rec.boxes[keep]
-        size = np.array([rec.width or 1, rec.height or 1], np.float32)
-        wh = b[:, 2:] - b[:, :2]
-        acc.wh.append(wh / size)
-        acc.centres.append((b[:, :2] + wh / 2) / size)
-        acc.aspect.append(wh[:, 0] / np.maximum(wh[:, 1], 1e-6))
+def _add_boxes(acc: HeadBoxes, b: np.ndarray, sizes: np.ndarray) -> None:
+    """b: (K, 4) boxes xyxy in pixels; sizes: (K, 2) their images' (w, h), 0 when unknown."""
+    size = np.where(sizes > 0, sizes, 1).astype(np.float32)
+    wh = b[:, 2:] - b[:, :2]
+    acc.wh.append(wh / size)
+    acc.centres.append((b[:, :2] + wh / 2) / size)
+    acc.aspect.append(wh[:, 0] / np.maximum(wh[:, 1], 1e-6))
 
 
 def write_report(check: DataCheck, out_dir: Path, title: str = "") -> list[Path]:

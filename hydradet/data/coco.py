@@ -20,6 +20,8 @@ from hydradet.data.records import (
     ImageRecord,
     SplitRecords,
     clean_boxes,
+    drop_duplicates,
+    note_input,
     to_file_size,
     xywh_to_xyxy,
 )
@@ -73,6 +75,15 @@ def _is_number(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
+def _find(file_name: str, roots: list[Path]) -> Path | None:
+    """The first root holding `file_name`; the places before it are inputs too (an image put there moves it)."""
+    for r in roots:
+        if (r / file_name).exists():
+            return r / file_name
+        note_input(r / file_name)
+    return None
+
+
 def read_coco(json_path: Path, images_dir: Path | None = None) -> SplitRecords:
     """Images are found at images_dir/file_name, else beside the JSON, else in the JSON's images/ folder.
 
@@ -80,8 +91,10 @@ def read_coco(json_path: Path, images_dir: Path | None = None) -> SplitRecords:
     the file wins and boxes are rescaled (a warning, counted), except when they are the file's stored size
     before an EXIF rotation: then the annotator saw the unrotated pixels and boxes are rotated to the view.
     """
+    note_input(json_path)
     data = load_coco_json(json_path)
     cat_names = {c["id"]: c["name"] for c in data["categories"]}
+    cat_index = {cid: i for i, cid in enumerate(cat_names)}
     roots = [images_dir] if images_dir else [json_path.parent, json_path.parent / "images"]
     out = SplitRecords(records=[], class_names=list(cat_names.values()))
     out.looked_in = [
@@ -95,7 +108,7 @@ def read_coco(json_path: Path, images_dir: Path | None = None) -> SplitRecords:
         (crowds if ann.get("iscrowd", 0) else by_image)[ann["image_id"]].append(ann)
 
     for img in data["images"]:
-        path = next((r / img["file_name"] for r in roots if (r / img["file_name"]).exists()), None)
+        path = _find(img["file_name"], roots)
         if path is None:  # name every folder looked in: the fix is usually the source's `images` key
             out.skip(IMAGE_MISSING, where=f"{img['file_name']} (looked in {', '.join(map(str, roots))})")
             continue
@@ -103,6 +116,9 @@ def read_coco(json_path: Path, images_dir: Path | None = None) -> SplitRecords:
         if size is None:
             continue
         anns, crowd = by_image[img["id"]], crowds[img["id"]]
+        keys = np.array([[cat_index[a["category_id"]], *a["bbox"]] for a in anns], np.float64).reshape(-1, 5)
+        keep = drop_duplicates(keys, out, f"{json_path} ({img['file_name']})", [a["id"] for a in anns], "annotation id")
+        anns = [a for a, k in zip(anns, keep, strict=True) if k]
         # Objects and crowd regions are brought to the file's size together: one image, one size warning.
         both = xywh_to_xyxy(np.array([a["bbox"] for a in anns + crowd], np.float32).reshape(-1, 4))
         both = to_file_size(both, (int(img.get("width") or 0), int(img.get("height") or 0)), size, path, out)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from hydradet.config.schema import ColumnLabel, Config
-from hydradet.data.records import ImageRecord, SplitRecords
+from hydradet.data.records import ImageRecord, SplitRecords, note_input
 from hydradet.errors import ConfigError, DataError, read_text
 
 ROW_SHORT = "row with fewer cells than the header (row skipped)"
@@ -40,6 +40,7 @@ def read_csv_labels(cfg: Config, source: str, split: str) -> SplitRecords:
     images = src.images or path.parent
     out = SplitRecords(records=[], class_names=[])
     out.looked_in = [f"labels: {path}", f"images: each row's image name in {images}"]
+    note_input(path)
     try:
         text = read_text(path, DataError)  # a byte-order mark from Excel is dropped: it is not a column name
     except (IsADirectoryError, FileNotFoundError):

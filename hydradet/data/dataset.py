@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from hydradet.config.schema import ColumnLabel, Config
 from hydradet.data.augment import PAD_VALUE, Augment
+from hydradet.data.cache import read_cached
 from hydradet.data.coco import read_coco
 from hydradet.data.csv_labels import read_csv_labels
+from hydradet.data.image import load_image  # also imported from here by data check and the tests
 from hydradet.data.mosaic import mosaic
 from hydradet.data.pseudo_labels import CachedDetections
 from hydradet.data.records import SplitRecords, is_resize
@@ -72,6 +72,22 @@ def collate(samples: list[Sample]) -> Batch:
 
 
 def read_split(cfg: Config, source: str, split: str) -> SplitRecords:
+    """A source's split as its reader gives it, through the label cache (data/cache.py): read again only when one
+    of its inputs changed. Raises DataError naming the file, line or id and the fix."""
+    src = cfg.sources[source]
+    path = getattr(src, split)
+    # What decides the read besides the split's path: the format, a COCO images folder, the split's name for a
+    # YOLO data YAML (its key) and for csv sources the columns and class values of their labels. Nothing else:
+    # a train and a val split of the same file share one cache.
+    identity: dict[str, object] = {"format": src.format, "images": str(src.images) if src.images else None}
+    if src.format == "yolo":
+        identity["split"] = split
+    if src.format == "csv":
+        identity["source"] = src.model_dump(mode="json")
+    return read_cached(path, identity, lambda: _read(cfg, source, split))
+
+
+def _read(cfg: Config, source: str, split: str) -> SplitRecords:
     src = cfg.sources[source]
     path = getattr(src, split)
     if src.format == "coco":
@@ -199,9 +215,9 @@ class SourceDataset(Dataset[Sample]):
         """head -> what this split gives it, for the summaries: boxes for detect heads, labels for the others."""
         out = {}
         for head, cmap in self.class_maps.items():
-            out[head] = f"{sum(c in cmap for r in self.records for c in r.classes)} boxes"
+            out[head] = f"{self.records.count_boxes(cmap)} boxes"
         for head in self.image_heads:
-            out[head] = f"{sum(head in r.image_labels for r in self.records)} labels"
+            out[head] = f"{self.records.count_labels(head)} labels"
         return out
 
 
@@ -237,36 +253,13 @@ def with_regress_stats(cfg: Config, train_sets: list[SourceDataset]) -> Config:
     for name, head in cfg.heads.items():
         if head.task != "regress" or (head.mean is not None and head.std is not None):
             continue
-        values = np.array([r.image_labels[name] for ds in train_sets for r in ds.records if name in r.image_labels])
+        values = np.concatenate([np.zeros(0), *(ds.records.label_values(name) for ds in train_sets)])
         if not len(values):
             continue  # no train data: the head does not change, and 0 / 1 keep its outputs as they are
         std = float(values.std()) if values.std() > 0 else 1.0
         mean = head.mean if head.mean is not None else float(values.mean())
         heads[name] = head.model_copy(update={"mean": mean, "std": head.std or std})
     return cfg.model_copy(update={"heads": heads})
-
-
-def load_image(path: Path) -> Tensor:
-    """RGB uint8 (3, H, W), EXIF orientation applied: boxes refer to the picture as a viewer shows it.
-
-    Grayscale, palette (with or without transparency), RGBA (alpha dropped, as OpenCV-based trainers do), CMYK
-    and 16-bit images all become 8-bit RGB; 16-bit values are scaled down, where PIL's convert would clip them.
-    """
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im)
-        arr = _rgb8(im)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
-
-
-def _rgb8(im: Image.Image) -> np.ndarray:
-    if im.mode.startswith("I") or im.mode == "F":
-        a = np.asarray(im, dtype=np.float32)
-        a = a * 255 if im.mode == "F" and a.max() <= 1 else a / 257  # float in [0, 1], else 16-bit range
-        a = np.rint(a).clip(0, 255).astype(np.uint8)
-        return np.repeat(a[..., None], 3, -1)
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")  # PIL warns on palette transparency converted straight to RGB
-    return np.asarray(im.convert("RGB"))
 
 
 def letterbox(image: Tensor, size: int) -> tuple[Tensor, float]:

@@ -1,12 +1,15 @@
-"""What every format reader produces: one ImageRecord per image, boxes in pixels with source class names.
+"""What every format reader produces: one ImageRecord per image (held in a RecordTable, data/table.py), boxes in
+pixels with source class names.
 
 Also the checks every reader shares, so that a bad file gets the same treatment whatever its format: each
-image is probed once when its split is read (`probe_image`: header only, cheap), bad boxes are clipped or
-dropped (`clean_boxes`), and everything left out or changed is counted by reason with the first few places
-named (`SplitRecords.skip` / `warn`), for the summary printed at start and for `hydradet data check`.
+image is probed once per dataset (`probe_image`: header only, cheap; the label cache keeps its answer while the
+file is unchanged), exact duplicate label rows removed (`drop_duplicates`), bad boxes clipped or dropped
+(`clean_boxes`), and everything left out or changed is counted by reason with the first few places named
+(`SplitRecords.skip` / `warn`), for the summary printed at start and for `hydradet data check`. Readers call
+`note_input` for each file or folder they read or look for, so that the label cache knows when to read again.
 
 Boxes refer to the picture as a viewer shows it, i.e. with the EXIF orientation applied, as in the
-Ultralytics and COCO tools: `probe_image` returns that size and `dataset.load_image` decodes that picture.
+Ultralytics and COCO tools: `probe_image` returns that size and `image.load_image` decodes that picture.
 """
 
 from __future__ import annotations
@@ -17,18 +20,24 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image
 
+from hydradet.data.inputs import note_input, probe_once
+from hydradet.data.table import ImageRecord, RecordTable
 from hydradet.errors import DataError
 
 __all__ = [
     "BOX_CLIPPED",
     "BOX_DROPPED",
+    "DUPLICATE_ROW",
     "IMAGE_CORRUPT",
     "IMAGE_EMPTY",
     "IMAGE_MISSING",
     "IMAGE_TRUNCATED",
+    "LABEL_IN_PIXELS",
     "LABEL_MISSING",
     "LABEL_ORPHAN",
+    "NORMALISED_TOLERANCE",
     "POLYGON_AS_BOX",
+    "ROW_NOT_NORMALISED",
     "SIZE_MISMATCH",
     "SIZE_UNROTATED",
     "SIZE_WRONG",
@@ -37,9 +46,11 @@ __all__ = [
     "ImageRecord",
     "SplitRecords",
     "clean_boxes",
+    "drop_duplicates",
     "exif_boxes",
     "exif_orientation",
     "is_resize",
+    "note_input",
     "probe_image",
     "to_file_size",
     "xywh_to_xyxy",
@@ -52,8 +63,13 @@ IMAGE_TRUNCATED = "image file truncated"
 IMAGE_CORRUPT = "image file corrupt or not an image"
 LABEL_MISSING = "label file missing (image kept as background)"
 LABEL_ORPHAN = "label file matching no image (not read)"
+# A normalised format (YOLO) with coordinates beyond 1: almost always pixels. Named as such, not as the zero-size
+# boxes they become once multiplied by the image size again.
+ROW_NOT_NORMALISED = "YOLO labels must be normalised to 0-1; a row beyond 1 (dropped)"
+LABEL_IN_PIXELS = "YOLO labels must be normalised to 0-1; a label file wholly beyond 1, in pixels? (its image left out)"
 POLYGON_AS_BOX = "segment polygon line (read as its bounding box, as Ultralytics does)"
 BOX_DROPPED = "box with zero/negative size or NaN (dropped)"
+DUPLICATE_ROW = "duplicate label row (same class and box as an earlier one; removed, as Ultralytics does)"
 BOX_CLIPPED = "box partly outside the image (clipped to it)"
 SIZE_MISMATCH = "image size in the annotations differs from the file (boxes rescaled to the file)"
 SIZE_WRONG = (
@@ -63,6 +79,9 @@ SIZE_WRONG = (
 SIZE_UNROTATED = "annotations made on the unrotated pixels of an EXIF-rotated image (boxes rotated to the view)"
 
 MAX_EXAMPLES = 5  # places named per reason: enough to find the pattern, short enough to read
+# A normalised coordinate up to this far beyond 1 is float rounding or a box edge on the border (clipped, counted);
+# further is a row in pixels (ROW_NOT_NORMALISED). 1% of a side; a pixel row's values are nearly all far above 2.
+NORMALISED_TOLERANCE = 0.01
 CLIP_TOLERANCE = 1.0  # pixels; float rounding in exported boxes is not worth a warning
 # A stated size with the file's aspect ratio within this (relative) is a uniform resize: rounding a resized
 # side to whole pixels moves the ratio by well under 1% for images over ~100 px.
@@ -70,25 +89,11 @@ RESIZE_ASPECT_TOLERANCE = 0.01
 
 
 @dataclass
-class ImageRecord:
-    path: Path
-    boxes: np.ndarray  # (N, 4) float32 xyxy in pixels of the image as a viewer shows it
-    classes: list[str]  # the source's class name of each box
-    width: int = 0  # 0 = unknown until the image is opened
-    height: int = 0
-    # Ignore regions (COCO iscrowd, VOC difficult): neither positives nor negatives in training, and crowd
-    # regions in evaluation (a detection on them is neither rewarded nor punished).
-    ignore: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
-    ignore_classes: list[str] = field(default_factory=list)
-    # Image-level heads (csv sources): head -> class id (classify) or value (regress).
-    image_labels: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
 class SplitRecords:
-    """One split (train or val) of one source, as read from disk."""
+    """One split (train or val) of one source, as read from disk. `records` is a RecordTable (data/table.py: a
+    sequence of ImageRecord held as arrays); a list given is packed into one."""
 
-    records: list[ImageRecord]
+    records: RecordTable
     class_names: list[str]  # the source's vocabulary, in its own order
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count of images or boxes left out
     warnings: dict[str, int] = field(default_factory=dict)  # reason -> count of things kept but changed
@@ -97,6 +102,10 @@ class SplitRecords:
     # (...)"), and what it noticed that may explain lost labels: for the totals check and `data check`.
     looked_in: list[str] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.records, RecordTable):
+            self.records = RecordTable(self.records)
 
     def skip(self, reason: str, n: int = 1, where: object = None) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + n
@@ -113,19 +122,17 @@ class SplitRecords:
                 places.append(str(w))
 
     def probe(self, path: Path) -> tuple[int, int] | None:
-        """probe_image, with a bad image counted as skipped instead of raised."""
+        """probe_image (once per dataset: its answer is kept by the label cache while the file is unchanged), with
+        a bad image counted as skipped instead of raised."""
         try:
-            return probe_image(path)
+            return probe_once(path, probe_image)
         except BadImage as e:
             self.skip(e.reason, where=f"{path}{f' ({e.detail})' if e.detail else ''}")
             return None
 
     def box_counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(self.class_names, 0)
-        for r in self.records:
-            for c in r.classes:
-                counts[c] = counts.get(c, 0) + 1
-        return counts
+        """class name -> boxes, for every class of the source (0 for those without a box) and any other met."""
+        return dict.fromkeys(self.class_names, 0) | self.records.box_counts()
 
 
 class BadImage(Exception):
@@ -246,6 +253,31 @@ def clean_boxes(
     if (outside & ok).any():
         out.warn(BOX_CLIPPED, int((outside & ok).sum()), [p for p, k in zip(per_box, outside & ok, strict=True) if k])
     return boxes[ok], [c for c, k in zip(classes, ok, strict=True) if k]
+
+
+def drop_duplicates(
+    keys: np.ndarray, out: SplitRecords, file: object, rows: list[object], what: str = "line"
+) -> np.ndarray:
+    """Which of a file's label rows to keep, (N,) bool: all but exact repeats of an earlier row, counted as
+    DUPLICATE_ROW with one example per file naming the repeats ("FILE: 2 rows (lines 3, 4)").
+
+    keys: (N, K) numbers that make a row what it is (class, then the box as written): equal keys are the same
+    label. Exact equality: a box moved by a hair is another object (overlaps are for NMS, not for a reader). A
+    duplicated ground truth is an object no detection can match twice, so it halves AP. rows: each row's name
+    within the file, after `what` ("line" 3, "annotation id" 7, "object" 2)."""
+    keep = np.ones(len(keys), bool)
+    if len(keys) < 2:
+        return keep
+    seen: set[tuple[float, ...]] = set()
+    for j, key in enumerate(map(tuple, keys.tolist())):
+        keep[j] = key not in seen
+        seen.add(key)
+    n = int((~keep).sum())
+    if n:
+        named = [str(r) for r, k in zip(rows, keep, strict=True) if not k]
+        shown = ", ".join(named[:MAX_EXAMPLES]) + (", ..." if n > MAX_EXAMPLES else "")
+        out.skip(DUPLICATE_ROW, n, where=f"{file}: {n} row{'s' * (n > 1)} ({what}{'s' * (n > 1)} {shown})")
+    return keep
 
 
 def to_file_size(

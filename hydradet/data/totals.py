@@ -42,6 +42,10 @@ _FIXES = {
     R.LABEL_MISSING: "put each image's label file where the reader looks (above)",
     R.LABEL_ORPHAN: "make image and label file names agree: label files were found that match no image",
     R.BOX_DROPPED: "fix the boxes named (zero or negative size, NaN or inf)",
+    R.LABEL_IN_PIXELS: "YOLO labels must be normalised to 0-1: divide each x and width by the image's width and "
+    "each y and height by its height (the label files named hold pixels)",
+    R.ROW_NOT_NORMALISED: "YOLO labels must be normalised to 0-1: divide each x and width by the image's width "
+    "and each y and height by its height (the rows named hold pixels)",
     C.ROW_SHORT: "give every CSV row as many cells as the header",
     C.IMAGE_NAME_EMPTY: "fill in the image names of the rows named",
     C.LABEL_EMPTY: "fill in the labels of the rows named",
@@ -177,10 +181,9 @@ def _no_image(cfg: Config, ds: SourceDataset) -> Problem:
 
 def _supervision(ds: SourceDataset, head: str) -> int:
     """Boxes (detect) or labels (classify/regress) the split gives the head."""
-    if head in ds.class_maps:
-        cmap = ds.class_maps[head]
-        return sum(c in cmap for r in ds.records for c in r.classes)
-    return sum(head in r.image_labels for r in ds.records)
+    if head in ds.class_maps:  # counted over the records' arrays: no object per image (data/table.py)
+        return ds.records.count_boxes(ds.class_maps[head])
+    return ds.records.count_labels(head)
 
 
 def _why_no_supervision(cfg: Config, ds: SourceDataset, head: str, what: str) -> list[str]:
@@ -189,7 +192,7 @@ def _why_no_supervision(cfg: Config, ds: SourceDataset, head: str, what: str) ->
     cmap = ds.class_maps.get(head, {})
     counts = ds.data.box_counts()
     others = {c: n for c, n in counts.items() if n and c not in cmap}
-    ignored = sum(c in cmap for r in ds.records for c in r.ignore_classes)
+    ignored = ds.records.count_boxes(cmap, ignore=True)
     if ignored:
         lines.append(f"  {ignored} boxes of its classes are ignore regions (VOC `difficult`, COCO `iscrowd`)")
     if others:

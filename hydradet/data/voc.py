@@ -14,7 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from hydradet.data.records import IMAGE_MISSING, DataError, ImageRecord, SplitRecords, clean_boxes, to_file_size
+from hydradet.data.records import (
+    IMAGE_MISSING,
+    DataError,
+    ImageRecord,
+    SplitRecords,
+    clean_boxes,
+    drop_duplicates,
+    note_input,
+    to_file_size,
+)
 from hydradet.errors import decode_text, read_text
 
 # An XML declaration's encoding (`<?xml version="1.0" encoding="ISO-8859-1"?>`): a file that states one is read
@@ -35,6 +44,7 @@ def read_voc(path: Path) -> SplitRecords:
     for xml_path, (filename, w, h, objects) in zip(xml_files, parsed, strict=True):
         image = root / "JPEGImages" / filename
         if not image.exists():
+            note_input(image)
             out.skip(IMAGE_MISSING, where=f"{image} (named in {xml_path})")
             if not out.hints:
                 out.hints += _image_elsewhere(image, root)
@@ -42,6 +52,9 @@ def read_voc(path: Path) -> SplitRecords:
         size = out.probe(image)
         if size is None:
             continue
+        keys = np.array([[names.index(o[0]), o[1], *o[2]] for o in objects], np.float64).reshape(-1, 6)
+        keep = drop_duplicates(keys, out, xml_path, list(range(1, len(objects) + 1)), "object")
+        objects = [o for o, k in zip(objects, keep, strict=True) if k]
         # `difficult` objects are ignore regions: neither positives nor negatives, as the VOC protocol scores them.
         kept, difficult = [o for o in objects if not o[1]], [o for o in objects if o[1]]
         both = np.array([o[2] for o in kept + difficult], np.float32).reshape(-1, 4)
@@ -72,11 +85,13 @@ def _annotation_files(path: Path) -> tuple[Path, list[Path]]:
     if path.is_dir():
         if not (path / "Annotations").is_dir():
             raise DataError(f"{path}: no Annotations/ folder; give a VOC root (Annotations/, JPEGImages/) or a list")
+        note_input(path / "Annotations")
         files = sorted((path / "Annotations").glob("*.xml"))
         if not files:  # the classes come from the XML files: without any, no class of the config could match
             raise DataError(f"{path / 'Annotations'}: no .xml files; a VOC split needs one annotation file per image")
         return path, files
     root = path.parent.parent.parent  # ROOT/ImageSets/Main/train.txt
+    note_input(path)
     ids = [ln.split()[0] for ln in read_text(path, DataError).splitlines() if ln.strip()]
     if not ids:
         raise DataError(f"{path}: lists no image id; an image-set list has one id (an XML's name) per line")
@@ -88,6 +103,7 @@ def _annotation_files(path: Path) -> tuple[Path, list[Path]]:
 
 
 def _parse(xml_path: Path) -> tuple[str, int, int, list[tuple[str, bool, list[float]]]]:
+    note_input(xml_path)
     data = xml_path.read_bytes()
     declared = _DECLARED_ENCODING.match(data)
     utf8 = declared is None or declared.group(1).lower().replace(b"_", b"-") in (b"utf-8", b"utf8")

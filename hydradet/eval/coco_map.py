@@ -39,13 +39,18 @@ SIZES = ("small", "medium", "large")  # COCO's area ranges: < 32^2, 32^2..96^2, 
 KEYS = ("mAP50-95", "mAP50", *(f"AP50_{s}" for s in SIZES), "recall50", "f1", "f1_conf")
 
 
-def coco_map(gts: list[ImageBoxes], preds: list[ImageBoxes], class_names: list[str]) -> dict[str, float]:
+MAX_DETS = 100  # pycocotools' and the COCO protocol's detections per image; `eval.max_det` (default.yaml) sets it
+
+
+def coco_map(
+    gts: list[ImageBoxes], preds: list[ImageBoxes], class_names: list[str], max_det: int = MAX_DETS
+) -> dict[str, float]:
     """The metrics of `coco_evaluation` (every key of KEYS), without its curves."""
-    return coco_evaluation(gts, preds, class_names)[0]
+    return coco_evaluation(gts, preds, class_names, max_det)[0]
 
 
 def coco_evaluation(
-    gts: list[ImageBoxes], preds: list[ImageBoxes], class_names: list[str]
+    gts: list[ImageBoxes], preds: list[ImageBoxes], class_names: list[str], max_det: int = MAX_DETS
 ) -> tuple[dict[str, float], DetectCurves | None]:
     """(metrics, curves). gts[i] and preds[i] are the same image. The metrics hold every key of KEYS, NaN when
     there is no ground truth; the curves (eval/curves.py: PR and per-confidence P, R, F1 per class at IoU 0.5)
@@ -53,10 +58,15 @@ def coco_evaluation(
 
     AP50_small/medium/large: AP at IoU 0.5 over COCO's area ranges (pycocotools' areaRng, in original pixels),
     mean over the classes with ground truth of that size. recall50: the share of ground-truth boxes that a
-    detection matches at IoU >= 0.5 (up to 100 per image), mean over the classes with ground truth; pass only the
+    detection matches at IoU >= 0.5 (up to max_det per image), mean over the classes with ground truth; pass only the
     detections above a confidence to get the recall a user sees at that threshold (mAP ranks by score and does
     not). f1_conf: the confidence that maximises F1 at IoU 0.5 (mean over classes), as Ultralytics picks the
-    threshold it reports; f1: that maximum."""
+    threshold it reports; f1: that maximum.
+
+    max_det: pycocotools' maxDets, [1, 10, max_det]: every metric here counts up to max_det detections per image
+    (and class, as pycocotools counts them), the best-scored first. `eval.max_det` is passed here as well as to
+    the heads' post-processing, so that a setting above 100 counts every detection it keeps (pycocotools'
+    default would silently count only 100: on crowded images, recall and mAP would fall for no reason)."""
     if len(gts) != len(preds):
         raise ValueError(f"{len(gts)} ground-truth images but {len(preds)} prediction images")
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(class_names)]
@@ -78,13 +88,16 @@ def coco_evaluation(
         gt.createIndex()
         dt = gt.loadRes(dets)
         ev = COCOeval(gt, dt, iouType="bbox")
-        ev.params.maxDets = [1, 10, 100]
+        ev.params.maxDets = [1, 10, max_det]
         ev.evaluate()
         ev.accumulate()
-        ev.summarize()
     # eval["recall"]: [IoU thresholds, classes, areas, maxDets]; -1 marks a class without ground truth.
     recall = ev.eval["recall"][0, :, 0, -1]
-    out = {"mAP50-95": max(0.0, float(ev.stats[0])), "mAP50": max(0.0, float(ev.stats[1]))}
+    # pycocotools' summarize() would give these as stats[0] and stats[1], but its stats[0] is taken at maxDets=100
+    # whatever maxDets holds (-1 when 100 is not among them): so they are read from its precision array here, at
+    # maxDets[-1], as its stats[1] is. Equal to summarize()'s at the default (tests/test_eval_protocol.py).
+    precision = ev.eval["precision"][:, :, :, 0, -1]  # [IoU thresholds, recall points, classes], all areas
+    out = {"mAP50-95": _mean_valid(precision), "mAP50": _mean_valid(precision[0])}
     # eval["precision"]: [IoU thresholds, recall points, classes, areas (all, small, medium, large), maxDets].
     for a, size in enumerate(SIZES, 1):
         p = ev.eval["precision"][0, :, :, a, -1]
@@ -94,6 +107,12 @@ def coco_evaluation(
     curves = detect_curves(ev, class_names)
     out["f1"], out["f1_conf"] = _best_f1(curves)
     return out, curves
+
+
+def _mean_valid(precision: np.ndarray) -> float:
+    """pycocotools' summary of a precision array: the mean of its entries that are not -1 (no ground truth)."""
+    valid = precision[precision > -1]
+    return max(0.0, float(valid.mean())) if valid.size else 0.0
 
 
 def _best_f1(curves: DetectCurves) -> tuple[float, float]:

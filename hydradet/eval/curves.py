@@ -16,7 +16,7 @@ CONF_GRID = np.linspace(0, 1, 1001)  # confidence thresholds of the per-score cu
 class DetectCurves:
     """Rows are the head's classes, in order; a class without ground truth has a row of NaN.
 
-    `precision` is pycocotools' own (eval["precision"] at IoU 0.5, all areas, 100 detections per image): at each
+    `precision` is pycocotools' own (eval["precision"] at IoU 0.5, all areas, maxDets[-1] detections per image): at each
     recall point, the best precision at that recall or above (interpolated), so its mean over the recall points
     is the class's AP50. `p`, `r`, `f1` keep the detections scored above each threshold of `conf`, as predict
     does, counted from pycocotools' per-image matches (not interpolated: a false positive after the last hit
@@ -47,7 +47,8 @@ class DetectCurves:
 
 
 def detect_curves(ev: COCOeval, names: list[str]) -> DetectCurves:
-    """The curves of an evaluated and accumulated COCOeval (ev.evaluate(); ev.accumulate()) with maxDets[-1] = 100."""
+    """The curves of an evaluated and accumulated COCOeval (ev.evaluate(); ev.accumulate()), counting up to its
+    maxDets[-1] detections per image and class (evalImgs holds no more)."""
     precision = ev.eval["precision"][0, :, :, 0, -1].T.astype(np.float64)  # [IoU, recall, class, area, maxDets]
     precision[precision < 0] = np.nan  # -1 marks a class without ground truth
     n_cls, n_area, n_img = len(ev.params.catIds), len(ev.params.areaRng), len(ev.params.imgIds)
@@ -58,9 +59,9 @@ def detect_curves(ev: COCOeval, names: list[str]) -> DetectCurves:
         n_gt = sum(int((~np.asarray(e["gtIgnore"], bool)).sum()) for e in per_img)
         if n_gt == 0:
             continue
-        scores = np.concatenate([np.asarray(e["dtScores"][:100]) for e in per_img] or [np.zeros(0)])
-        matched = np.concatenate([e["dtMatches"][0, :100] > 0 for e in per_img] or [np.zeros(0, bool)])
-        ignored = np.concatenate([e["dtIgnore"][0, :100].astype(bool) for e in per_img] or [np.zeros(0, bool)])
+        scores = np.concatenate([np.asarray(e["dtScores"]) for e in per_img] or [np.zeros(0)])
+        matched = np.concatenate([e["dtMatches"][0] > 0 for e in per_img] or [np.zeros(0, bool)])
+        ignored = np.concatenate([e["dtIgnore"][0].astype(bool) for e in per_img] or [np.zeros(0, bool)])
         scores, matched = scores[~ignored], matched[~ignored]  # detections on crowds count neither way
         kept = scores[None, :] > CONF_GRID[:, None]  # (T, detections)
         tp = (kept & matched[None]).sum(1)

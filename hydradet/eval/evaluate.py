@@ -123,7 +123,7 @@ def evaluate(
     results = {}
     for head in shared:
         if gts[head]:
-            metrics, curves = coco_evaluation(gts[head], preds[head], cfg.heads[head].classes)
+            metrics, curves = coco_evaluation(gts[head], preds[head], cfg.heads[head].classes, cfg.eval.max_det)
             objects = sum(len(g.boxes) for g in gts[head])  # the evidence behind f1_conf (eval/calibration.py)
             results[head] = {**metrics, "images": len(gts[head]), "objects": objects}
             if details is not None and curves is not None:

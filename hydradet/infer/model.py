@@ -79,7 +79,8 @@ class Model:
     ) -> list[Result] | Iterator[Result]:
         """One Result per image (per frame for a video), in order; an image file that cannot be read gets none.
 
-        source: a path, folder, glob, video file, PIL image, numpy array (HWC RGB uint8) or a list of these.
+        source: a path, folder, glob, video file, PIL image, numpy array (HWC RGB uint8, uint16 or float;
+            data/image.py) or a list of these.
         heads: the heads to run (default all); the others do not run at all.
         conf, iou: a float for every head or {head: float}; defaults from `predict:` in default.yaml (an NMS
         export: the values baked into it). imgsz: default the model's. batch: images per forward pass.

@@ -85,7 +85,7 @@ def run(
         for i, f in enumerate(chunk):
             size = (f.image.shape[1], f.image.shape[0])
             heads = {h: _head_result(dets[h][i], boxed[i][1], size, backend.classes[h]) for h in settings}
-            yield Result(heads, f.image, f.path, f.frame, backend.classes)
+            yield Result(heads, f.image, f.path, f.frame, backend.classes, f.time)
 
 
 def _head_result(

@@ -82,6 +82,7 @@ class Result:
     path: Path | None = None  # the image or video file; None for an in-memory image
     frame: int | None = None  # frame number, for a video
     classes: dict[str, list[str]] = field(default_factory=dict)  # every head of the model -> its classes
+    time: float | None = None  # a video frame's presentation time (its PTS), seconds from the video's start
 
     @property
     def width(self) -> int:
@@ -166,6 +167,8 @@ class Result:
         out: dict[str, Any] = {"image": str(self.path) if self.path is not None else None}
         if self.frame is not None:
             out["frame"] = self.frame
+        if self.time is not None:
+            out["time"] = round(self.time, 6)
         out |= {"width": self.width, "height": self.height}
         out["heads"] = {head: _json(r) for head, r in self.heads.items()}
         return out

@@ -180,7 +180,9 @@ def annotate_video(
         for result in results:
             writer.write(result.plot())
             record = result.to_json()
-            record["time"] = round(float((result.frame or 0) / fps), 3)
+            # The frame's own time stamp; index / rate only for a frame without one (a variable rate differs).
+            seconds = result.time if result.time is not None else float((result.frame or 0) / fps)
+            record["time"] = round(seconds, 3)
             lines.write(json.dumps(record) + "\n")
             if on_result is not None:
                 on_result(result)

@@ -1,5 +1,7 @@
 """What `predict` accepts, turned into one stream of RGB frames: paths, folders, globs, lists of them, PIL images,
-numpy arrays (HWC RGB uint8) and video files (one frame after another)."""
+numpy arrays (HWC RGB, uint8, uint16 or float) and video files (one frame after another). A path, a PIL image and
+an array of the same picture give the same pixels (`data/image.py`: 16-bit scaled, floats by their range, alpha
+composited on the letterbox grey)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from typing import TypeAlias
 import numpy as np
 from PIL import Image, ImageOps
 
-from hydradet.data.dataset import load_image
+from hydradet.data.image import array_rgb8, load_image, pil_rgb8
+from hydradet.data.walk import walk_files
 from hydradet.data.yolo import IMAGE_SUFFIXES
 from hydradet.infer.settings import SettingError
 
@@ -34,6 +37,7 @@ class Frame:
     image: np.ndarray  # (H, W, 3) uint8 RGB, as a viewer shows it (EXIF orientation applied)
     path: Path | None  # the file it came from; None for an in-memory image
     frame: int | None = None  # frame number within a video file
+    time: float | None = None  # a video frame's presentation time, seconds from the video's start
 
 
 def is_video(path: Path) -> bool:
@@ -57,7 +61,7 @@ def expand(source: Source) -> list[Path | np.ndarray | Image.Image]:
 def expand_path(item: str | Path) -> list[Path]:
     p = Path(item)
     if p.is_dir():
-        return sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+        return walk_files(p, IMAGE_SUFFIXES | VIDEO_SUFFIXES)  # linked folders too
     if p.is_file():
         return [p]
     if _GLOB_CHARS & set(str(item)):
@@ -73,16 +77,16 @@ def frames(items: Iterable[Path | np.ndarray | Image.Image], on_skip: OnSkip | N
 
     An image file that cannot be decoded (not an image, corrupt, truncated) is skipped, never the end of the
     stream: `on_skip(path, reason)` is called, or without one a SkippedInputWarning names the file."""
-    from hydradet.infer.video import read_frames  # PyAV loads only when a video is given
+    from hydradet.infer.video import read_timed_frames  # PyAV loads only when a video is given
 
     for item in items:
         if isinstance(item, np.ndarray):
             yield Frame(as_rgb(item), None)
         elif isinstance(item, Image.Image):
-            yield Frame(np.array(ImageOps.exif_transpose(item).convert("RGB")), None)
+            yield Frame(pil_rgb8(ImageOps.exif_transpose(item)), None)
         elif is_video(item):
-            for i, image in enumerate(read_frames(item)):
-                yield Frame(image, item, i)
+            for i, (image, seconds) in enumerate(read_timed_frames(item)):
+                yield Frame(image, item, i, seconds)
         else:
             try:
                 image = load_image(item)
@@ -110,11 +114,9 @@ def count(items: Sequence[Path | np.ndarray | Image.Image]) -> int | None:
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
-    """Grey (H, W) and RGBA (H, W, 4) to RGB; anything but uint8 HWC is refused rather than guessed at."""
-    if image.dtype != np.uint8:
-        raise SettingError(f"numpy image: dtype {image.dtype}; expected uint8 HWC RGB (0-255)")
-    if image.ndim == 2:
-        return np.repeat(image[..., None], 3, axis=2)
-    if image.ndim == 3 and image.shape[2] in (3, 4):
-        return image[..., :3]
-    raise SettingError(f"numpy image: shape {image.shape}; expected (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) grey")
+    """(H, W, 3) uint8 RGB of a numpy image (`data/image.py:array_rgb8`); SettingError naming a dtype or shape
+    that it cannot be (refused rather than guessed at)."""
+    try:
+        return array_rgb8(image)
+    except ValueError as e:
+        raise SettingError(str(e)) from None

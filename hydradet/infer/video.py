@@ -27,7 +27,16 @@ def _open(path: Path) -> Any:
 
 
 def read_frames(path: Path) -> Iterator[np.ndarray]:
-    """Every frame as (H, W, 3) uint8 RGB, upright as a player shows it, in order, decoded one at a time.
+    """Every frame as (H, W, 3) uint8 RGB, upright, in order (`read_timed_frames` without the times)."""
+    for image, _ in read_timed_frames(path):
+        yield image
+
+
+def read_timed_frames(path: Path) -> Iterator[tuple[np.ndarray, float | None]]:
+    """Every frame as (H, W, 3) uint8 RGB, upright as a player shows it, in order, decoded one at a time, with its
+    time in seconds from the stream's start: the frame's own presentation time stamp (PTS), which a variable
+    frame rate (phones, screen recorders) makes differ from its index over the average rate. None for a frame
+    without a PTS (some raw streams): then only its index places it.
 
     Phones store the sensor's landscape pixels and a display rotation (the display matrix side data; older files:
     the stream's `rotate` tag); the frames are turned (and mirrored) as that says, as photos' EXIF orientation is
@@ -40,11 +49,14 @@ def read_frames(path: Path) -> Iterator[np.ndarray]:
         # Case-insensitive, as FFmpeg's dictionaries are: Matroska files carry it as ROTATE.
         tag = next((v for k, v in stream.metadata.items() if k.lower() == "rotate"), None)
         tag_op = _ROTATE_TAG.get(_int(tag) % 360, "")
+        # A player's clock starts at the stream's first time stamp (an MP4 edit list may start it above 0).
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         for frame in container.decode(stream):
             image = frame.to_ndarray(format="rgb24")
             matrix = frame.side_data.get("DISPLAYMATRIX")  # FFmpeg attaches the stream's to every frame
             op = display_op(np.frombuffer(bytes(matrix), np.int32)) if matrix is not None else tag_op
-            yield np.ascontiguousarray(_OPS[op](image)) if op else image
+            seconds = frame.time - start if frame.time is not None else None
+            yield (np.ascontiguousarray(_OPS[op](image)) if op else image), seconds
 
 
 # FFmpeg's transpose filter's directions and flips, on (H, W, C) arrays.
