@@ -147,6 +147,10 @@ def test_a_head_no_source_labels_stops_data_check_and_train_unless_model_init_ha
     save_weights(HydraDetector(cfg.model, cfg.heads), tmp_path / "base.safetensors")
     init = f"model.init={tmp_path / 'base.safetensors'}"
     assert main(["data", "check", str(lonely), init, f"project={tmp_path / 'runs'}"]) == 0
+    # Weights whose head of that name is another head (here: other classes) do not count.
+    other = load_config(lonely, [*fast, "heads.vehicle.classes=[bus]"])
+    save_weights(HydraDetector(other.model, other.heads), tmp_path / "other.safetensors")
+    assert main(["data", "check", str(lonely), f"model.init={tmp_path / 'other.safetensors'}"]) == 2
     assert main(["train", str(lonely), *fast, init, "name=from_init"]) == 0
     assert "note: head 'vehicle' has no train source; it will not change" in capsys.readouterr().out
 

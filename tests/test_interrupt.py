@@ -123,3 +123,35 @@ def test_the_last_step_of_an_epoch_interrupted_stops_after_the_epoch_with_its_ro
     assert "SIGINT: interrupted at the end of epoch 1; resume" in capsys.readouterr().err
     progress = _ckpt(tmp_path / "edge")["progress"]
     assert (progress["epoch"], progress["in_epoch"], len(progress["rows"])) == (2, 0, 1)
+
+
+def test_a_crash_with_loader_workers_still_exits(world: Path, tmp_path: Path):
+    """Workers ignore only SIGINT: an uncaught error ends the process (multiprocessing ends its children with
+    SIGTERM at exit), rather than leaving it waiting for workers that ignore SIGTERM."""
+    script = f"""
+import sys
+from hydradet.cli import main
+from hydradet.train import trainer
+def broken(*a, **k):
+    raise RuntimeError("an evaluation that fails")
+trainer.evaluate = broken
+sys.exit(main({["train", str(world / "hydradet.yaml"), *RUN, "train.workers=2", f"project={tmp_path}"]!r}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "an evaluation that fails" in done.stderr
+
+
+def test_a_signal_before_training_starts_stops_at_once_with_its_code(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    real = trainer.check_totals
+
+    def totals(*args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)  # as a scheduler's stop while the data is read
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "check_totals", totals)
+    assert main(["train", str(world / "hydradet.yaml"), *RUN, f"project={tmp_path}"]) == 143
+    err = capsys.readouterr().err
+    assert "train: stopped at once by SIGTERM" in err and "Traceback" not in err
+    assert not (tmp_path / "train").exists()

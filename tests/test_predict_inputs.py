@@ -84,3 +84,18 @@ def test_a_run_folder_or_checkpoint_as_weights_names_its_best_safetensors(weight
         err = capsys.readouterr().err
         assert f"its weights are {weights}" in err, err
         assert "openvino" not in err.lower() and "save_file" not in err
+
+
+def test_predict_with_no_readable_input_exits_2_saying_so(weights: Path, tmp_path: Path, capsys):
+    (tmp_path / "fake.jpg").write_text("not a picture")
+    assert main(["predict", str(weights), str(tmp_path / "fake.jpg"), "--out", str(tmp_path / "out")]) == 2
+    assert "none of the inputs is a readable image or video" in capsys.readouterr().err
+
+
+def test_a_run_stopped_before_its_first_best_is_answered_with_the_resume_command(tmp_path: Path, capsys):
+    run = tmp_path / "stopped"
+    (run / "weights").mkdir(parents=True)
+    (run / "weights" / "checkpoint.pt").write_bytes(b"not read")
+    for given in (run, run / "weights" / "checkpoint.pt"):
+        assert main(["export", str(given)]) == 2
+        assert f"continue it: hydradet train --resume {run}" in capsys.readouterr().err

@@ -60,8 +60,8 @@ def test_the_summary_names_the_best_epoch_and_the_pictures_are_best_s(
         line = next(s for s in summary.splitlines() if s.strip().startswith(head) and "predict" not in s)
         assert f"{float(rows[0][f'{head}/mAP50']):.3f}" in line.split()[3]
         assert f"predict conf {head}: " in summary
-    assert f"weights: {run / 'weights' / 'best.safetensors'} (epoch 1), last (epoch 3)" in summary
-    assert "pictures: " in summary and "(the evaluation's of best, epoch 1)" in summary
+    assert f"weights: {run / 'weights' / 'best.safetensors'} (epoch 1), last.safetensors (3)" in summary
+    assert "pictures: " in summary and "(evaluation pictures of best, epoch 1)" in summary
     assert _meta(run / "weights" / "best.safetensors")["epoch"] == 1
     assert len(evaluated) == 4  # three epochs, then best once more
     best = load_file(str(run / "weights" / "best.safetensors"))
@@ -125,3 +125,10 @@ def test_calibration_keeps_a_conf_only_with_enough_objects_and_f1():
     assert kept == {"a": 0.31}
     assert set(refused) == {"few", "weak", "none"}
     assert "fewer than" in refused["few"] and "peak F1" in refused["weak"]
+
+
+def test_a_run_of_zero_epochs_says_nothing_was_evaluated(world: Path, tmp_path: Path, capsys):
+    assert main(["train", str(world / "hydradet.yaml"), *RUN, "train.epochs=0", f"project={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    assert "best: no epoch was evaluated, so best.safetensors is the last weights (epoch 0)" in out
+    assert "predict conf: 0.4 = predict.conf for every detect head" in out

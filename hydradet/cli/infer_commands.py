@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -15,6 +16,9 @@ def predict_command(args: argparse.Namespace) -> int:
     out = args.out or new_run_dir(Path("runs/predict"))
     summary, _files = predict_to_folder(model, args.inputs, out, **predict_options(args))
     print(summary.table())
+    if summary.skipped and not summary.frames:  # a run that could do nothing says so, with a failing exit code
+        print(f"error: none of the inputs is a readable image or video: nothing predicted in {out}", file=sys.stderr)
+        return 2
     print(f"results in {out}")
     return 0
 

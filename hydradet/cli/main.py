@@ -3,6 +3,8 @@ packages. parser.py: the commands' arguments; train_commands.py / infer_commands
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
 from hydradet.cli.infer_commands import export_command, predict_command, track_command
@@ -38,14 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except Interrupted as e:  # SIGINT / SIGTERM in training: its checkpoint is written (train/interrupt.py)
-        print(str(e), file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # several processes: rank 0 speaks for all
+            print(str(e), file=sys.stderr)
         return e.exit_code
     except _USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started: stopped at once
-        print(f"\n{args.command}: stopped at once (KeyboardInterrupt); nothing more was written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # a second Ctrl-C, a signal outside the training loop: stopped at once
+        signum = getattr(e, "signum", signal.SIGINT)
+        name = signal.Signals(signum).name
+        print(f"\n{args.command}: stopped at once by {name}; nothing more was written", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

@@ -44,7 +44,12 @@ def launch_torchrun(devices: int, argv: list[str]) -> int:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={devices}"]
     cmd += ["-m", "hydradet", *argv]
     print(f"launching {devices} processes: {' '.join(cmd[1:])}", flush=True)
-    return subprocess.run(cmd, check=False).returncode
+    proc = subprocess.Popen(cmd)
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:  # Ctrl-C reached torchrun too: its ranks write their checkpoint; wait for them
+            continue
 
 
 def val_command(args: argparse.Namespace) -> int:

@@ -9,10 +9,11 @@ stop training (data/totals.py: a train split without images, a head without boxe
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -116,7 +117,7 @@ def _counts(d: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in d.items() if v) or "none"
 
 
-def check_data(cfg: Config, decode: bool = False, init_heads: Collection[str] = ()) -> DataCheck:
+def check_data(cfg: Config, decode: bool = False, init_heads: Mapping[str, Any] | None = None) -> DataCheck:
     """Read every split of every source as training would; decode=True also decodes every image (slow).
     init_heads: the heads of the `model.init` weights (data/totals.py)."""
     result = DataCheck(splits=[], heads={h: HeadBoxes() for h in cfg.heads})

@@ -22,8 +22,9 @@ where the reader looked for the images and labels, any hint it found (e.g. label
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from hydradet.config.schema import Config
 from hydradet.data import csv_labels as C
@@ -69,7 +70,10 @@ class Problem:
 
 
 def check_totals(
-    cfg: Config, train_sets: list[SourceDataset], val_sets: list[SourceDataset], init_heads: Collection[str] = ()
+    cfg: Config,
+    train_sets: list[SourceDataset],
+    val_sets: list[SourceDataset],
+    init_heads: Mapping[str, Any] | None = None,
 ) -> tuple[list[SourceDataset], list[str]]:
     """DataError listing every error; else (the val sets that have images, the warnings to show).
     init_heads: the heads of the `model.init` weights (a head without a source is fine if it has them)."""
@@ -89,12 +93,13 @@ def find_problems(
     train_sets: list[SourceDataset],
     val_sets: list[SourceDataset],
     unreadable: frozenset[str] = frozenset(),
-    init_heads: Collection[str] = (),
+    init_heads: Mapping[str, Any] | None = None,
 ) -> list[Problem]:
     """Every totals problem of splits already read. unreadable: sources whose train split could not be read at
     all (`data check` reports those itself): the heads they label are not judged on the others alone.
-    init_heads: the heads of the `model.init` weights."""
-    problems = [_no_source(cfg, head) for head in heads_without_source(cfg) if head not in init_heads]
+    init_heads: the heads of the `model.init` weights (name -> their metadata: task, classes)."""
+    init_heads = init_heads or {}
+    problems = [_no_source(cfg, h) for h in heads_without_source(cfg) if not _same_head(cfg, h, init_heads.get(h))]
     for ds in [*train_sets, *val_sets]:
         if len(ds) == 0:
             problems.append(_no_image(cfg, ds))
@@ -119,6 +124,15 @@ def find_problems(
                 why[0] += f": its images would teach head {head} only background (other sources give it {what})"
                 problems.append(Problem("\n".join(why), error=False, source=ds.source, split="train", head=head))
     return problems
+
+
+def _same_head(cfg: Config, head: str, init: Any) -> bool:
+    """Whether the `model.init` weights' head of this name is this head (same task and classes), so it is kept."""
+    if not isinstance(init, Mapping):
+        return False
+    return init.get("task") == cfg.heads[head].task and list(init.get("classes") or []) == list(
+        cfg.heads[head].classes or []
+    )
 
 
 def heads_without_source(cfg: Config) -> list[str]:

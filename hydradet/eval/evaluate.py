@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from hydradet.config.schema import Config, HeadConfig
 from hydradet.data.dataset import Batch, SourceDataset, collate, unletterbox
+from hydradet.data.workers import ignore_sigint
 from hydradet.eval.coco_map import ImageBoxes, coco_evaluation
 from hydradet.eval.curves import DetectCurves
 from hydradet.model.detector import HydraDetector
@@ -89,7 +90,11 @@ def evaluate(
             bar.set_postfix_str(ds.source)
             part = ds if world == 1 else Subset(ds, range(rank, len(ds), world))
             loader = DataLoader(
-                part, batch_size=cfg.eval.batch, collate_fn=collate, num_workers=min(cfg.train.workers, 2)
+                part,
+                batch_size=cfg.eval.batch,
+                collate_fn=collate,
+                num_workers=min(cfg.train.workers, 2),
+                worker_init_fn=ignore_sigint,
             )
             for k, batch in enumerate(loader):
                 outputs = model(batch.images.to(device), dict.fromkeys(heads))

@@ -42,6 +42,7 @@ class RunLog:
         self.source_heads = cfg.source_heads()  # which targets are a teacher's (train.pseudo): the heads not here
         self._taught_pictures = 0  # pictures drawn of batches that carry a teacher's targets
         self.plots = cfg.train.plots
+        self.default_conf = cfg.predict.conf  # a head without a kept calibrated conf: predict's threshold
         if cfg.train.tensorboard:
             from hydradet.eval.tensorboard import require_tensorboard
 
@@ -89,14 +90,14 @@ class RunLog:
         self._details = EvalDetails() if self.on else None
         return self._details
 
-    def epoch_end(self, epoch: int, rows: list[dict]) -> None:
+    def epoch_end(self, epoch: int, rows: list[dict], conf: dict[str, float] | None = None) -> None:
         """After results.csv is written with `rows` (the last is this epoch's): results.png, this epoch's
-        evaluation pictures if it was evaluated, and the row to TensorBoard."""
+        evaluation pictures if it was evaluated, and the row to TensorBoard. conf: each detect head's calibrated
+        conf as kept (eval/calibration.py); the pictures use the threshold predict will use."""
         if not self.on or self.run_dir is None:
             return
         details, self._details = self._details, None
-        # Each detect head's calibrated conf (results.csv <head>/f1_conf): the threshold predict will use.
-        conf = {h: _cell(rows[-1], f"{h}/f1_conf") for h in self.heads} if rows else {}
+        conf = self.predict_conf(conf or {})
         pred_pictures = {}
         if details is not None and (details.gts or details.pairs):
             pred_pictures = eval_pictures(details, self.heads, conf, self.run_dir if self.plots else None)
@@ -116,7 +117,11 @@ class RunLog:
         `details()`) in place of the last evaluated epoch's. conf: best's calibrated conf per detect head."""
         details, self._details = self._details, None
         if details is not None and self.plots and self.run_dir is not None:
-            eval_pictures(details, self.heads, {h: conf.get(h, math.nan) for h in self.heads}, self.run_dir)
+            eval_pictures(details, self.heads, self.predict_conf(conf), self.run_dir)
+
+    def predict_conf(self, kept: dict[str, float]) -> dict[str, float]:
+        """Each head's threshold in predict: its kept calibrated conf, else predict.conf."""
+        return {h: kept.get(h, self.default_conf) for h in self.heads}
 
     def close(self) -> None:
         if self.tensorboard is not None:
@@ -178,10 +183,3 @@ def save_jpg(picture: Image.Image, path: Path) -> None:
 
 def _classes(heads: dict[str, HeadConfig]) -> dict[str, list[str] | None]:
     return {h: (list(cfg.classes) if cfg.classes else None) for h, cfg in heads.items()}
-
-
-def _cell(row: dict, key: str) -> float:
-    try:
-        return float(row.get(key, ""))
-    except (TypeError, ValueError):
-        return math.nan

@@ -216,7 +216,13 @@ def _refuse_pickle(path: Path) -> None:
     run_weights = run_folder_weights(path)
     if run_weights is not None:
         what = "a training run's folder" if path.is_dir() else "a training checkpoint (for --resume), not weights"
-        raise WeightsError(f"{path}: {what}; its weights are {run_weights} (or last.safetensors beside it)")
+        if run_weights.is_file():
+            raise WeightsError(f"{path}: {what}; its weights are {run_weights} (or last.safetensors beside it)")
+        run = run_weights.parent.parent
+        raise WeightsError(
+            f"{path}: {what}, stopped before it wrote {run_weights.name} (an epoch's end writes it); continue it: "
+            f"hydradet train --resume {run}"
+        )
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
     if path.suffix in _PICKLE_SUFFIXES:
@@ -229,7 +235,10 @@ def _refuse_pickle(path: Path) -> None:
 
 
 def run_folder_weights(path: Path) -> Path | None:
-    """The best.safetensors a user meant when giving a run folder (runs/NAME or runs/NAME/weights) or its
-    checkpoint.pt as weights; None for anything else."""
+    """The best.safetensors a user meant when giving a training run's folder (runs/NAME or runs/NAME/weights) or
+    its checkpoint.pt as weights (the file may not exist yet: a run stopped in its first epoch); None otherwise."""
     candidates = [path / "weights", path] if path.is_dir() else [path.parent] if path.name == "checkpoint.pt" else []
-    return next((c / "best.safetensors" for c in candidates if (c / "best.safetensors").is_file()), None)
+    for folder in candidates:
+        if (folder / "best.safetensors").is_file() or (folder / "checkpoint.pt").is_file():
+            return folder / "best.safetensors"
+    return None

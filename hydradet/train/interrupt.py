@@ -3,27 +3,40 @@
 A terminal's Ctrl-C sends SIGINT to the whole process group: the trainer and its loader workers. Without this
 module Python raises KeyboardInterrupt wherever the trainer is (a traceback, nothing saved since the last periodic
 checkpoint) and the workers die, so the loader fails too. Instead:
-- the loader workers ignore SIGINT and SIGTERM (`ignore_in_worker`, their `worker_init_fn`); the trainer ends them;
+- the loader workers ignore SIGINT (data/workers.py, their `worker_init_fn`); the trainer ends them. A SIGTERM
+  to the whole group (a scheduler's) ends the workers; the loop then stops at the batch it could not get, with
+  the checkpoint of the steps done (`batches`);
 - the trainer's first signal only sets `GracefulStop.signum`: the step in progress finishes, the loop writes the
   checkpoint at that step and raises `Interrupted` (exit 130 for SIGINT, 143 for SIGTERM) naming the resume command;
-- a second signal raises KeyboardInterrupt at once (no checkpoint beyond the last one written);
-- before the loop is armed (reading data, building the model) a signal raises KeyboardInterrupt at once: there is
-  nothing to save yet.
+- a second signal raises StoppedAtOnce (a KeyboardInterrupt) at once (no checkpoint beyond the last one written);
+- before the loop is armed (reading data, building the model) and after it (the run's last files) a signal raises
+  StoppedAtOnce at once: there is nothing to save, or the run is done. The CLI exits 128 + its signal number.
 Under several processes the ranks agree (a sum over ranks each step), so that they stop at the same step.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from hydradet.errors import Interrupted
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+T = TypeVar("T")
+
+
+class StoppedAtOnce(KeyboardInterrupt):
+    """A signal that stops the run where it is (see the module doc); `signum` gives the exit code 128 + signum."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 class GracefulStop:
@@ -46,14 +59,11 @@ class GracefulStop:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if not self.armed or self.signum is not None:
-            raise KeyboardInterrupt
+            raise StoppedAtOnce(signum)
         self.signum = signum
-        name = signal.Signals(signum).name
-        print(
-            f"\n{name}: stopping after this step, with a checkpoint (again to stop at once, without one)",
-            file=sys.stderr,
-            flush=True,
-        )
+        if os.environ.get("RANK", "0") == "0":  # several processes: rank 0 speaks for all
+            name = signal.Signals(signum).name
+            print(f"\n{name}: stopping at the next step's end, with a checkpoint (again: at once)", file=sys.stderr)
 
     def requested(self, dist: Any = None) -> bool:
         """Whether to stop now. dist (train/distributed.py Dist): with several processes, True on every rank when
@@ -69,7 +79,17 @@ class GracefulStop:
         return Interrupted(f"{name}: interrupted at {where}; resume: hydradet train --resume {run_dir}", signum)
 
 
-def ignore_in_worker(worker_id: int) -> None:
-    """A loader worker's `worker_init_fn`: SIGINT and SIGTERM are the trainer's to handle (see the module doc)."""
-    for s in SIGNALS:
-        signal.signal(s, signal.SIG_IGN)
+def batches(loader: Iterable[T], stop: GracefulStop) -> Iterator[T]:
+    """The loader's batches; if they end because a signal also stopped the loader's workers (a SIGTERM to the
+    process group), they end quietly when a stop was requested: the steps done are whole, and the loop stops."""
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except RuntimeError:  # torch: "DataLoader worker (pid N) exited unexpectedly"
+            if stop.signum is None:
+                raise
+            return
+        yield batch

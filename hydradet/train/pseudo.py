@@ -36,6 +36,7 @@ from tqdm import tqdm
 from hydradet.config.schema import Config
 from hydradet.data.dataset import Batch, SourceDataset, collate, unletterbox
 from hydradet.data.pseudo_labels import CachedDetections, split_by_score, teacher_heads
+from hydradet.data.workers import ignore_sigint
 from hydradet.errors import ConfigError, WeightsError
 from hydradet.files import atomic_save
 from hydradet.model.detector import HydraDetector
@@ -132,7 +133,8 @@ def detect_all(
     plain = SourceDataset(cfg, ds.source, ds.split, train=False, records=ds.data)  # letterbox only
     empty = (torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long))
     out: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {h: [empty] * len(plain) for h in heads}
-    loader = DataLoader(plain, batch_size=cfg.eval.batch, collate_fn=collate, num_workers=min(cfg.train.workers, 2))
+    workers = min(cfg.train.workers, 2)
+    loader = DataLoader(plain, cfg.eval.batch, collate_fn=collate, num_workers=workers, worker_init_fn=ignore_sigint)
     for batch in tqdm(loader, f"pseudo-labels {ds.source}", leave=False, dynamic_ncols=True):
         outputs = teacher(batch.images.to(device), dict.fromkeys(heads))
         for head in heads:

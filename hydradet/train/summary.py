@@ -20,8 +20,11 @@ def run_summary(cfg: Config, progress: Progress, run_dir: Path) -> list[str]:
     evaluated = [r for r in rows if str(r.get("eval_s", "")) != ""]
     weights = run_dir / "weights"
     lines = [f"summary of {run_dir}:"]
-    if progress.best_epoch is None:
-        lines.append(f"  best: no val data, so best.safetensors is the last epoch's weights (epoch {len(rows)})")
+    if progress.best_fitness is None:
+        lines.append(f"  best: no epoch was evaluated, so best.safetensors is the last weights (epoch {len(rows)})")
+        lines.append(f"  predict conf: {cfg.predict.conf} = predict.conf for every detect head (nothing calibrated)")
+    elif progress.best_epoch is None:  # a run started before the summary existed keeps no best epoch
+        lines.append(f"  best: fitness {progress.best_fitness:.4f} (its epoch is in best.safetensors' metadata)")
     else:
         lines.append(
             f"  best: epoch {progress.best_epoch} of {len(rows)}, fitness {progress.best_fitness:.4f}, the highest of "
@@ -30,11 +33,11 @@ def run_summary(cfg: Config, progress: Progress, run_dir: Path) -> list[str]:
         )
         lines += ["  " + line for line in format_table(progress.best_metrics).splitlines()]
         lines += _thresholds(cfg, progress.best_metrics)
-    best_epoch = progress.best_epoch or len(rows)
-    lines.append(f"  weights: {weights / 'best.safetensors'} (epoch {best_epoch}), last (epoch {len(rows)})")
+    best_epoch = progress.best_epoch or (len(rows) if progress.best_fitness is None else "?")
+    lines.append(f"  weights: {weights / 'best.safetensors'} (epoch {best_epoch}), last.safetensors ({len(rows)})")
     pictures = sorted({p.name for pattern in _PICTURES for p in run_dir.glob(pattern)})
     if pictures:
-        of_best = f" (the evaluation's of best, epoch {progress.best_epoch})" * (progress.best_epoch is not None)
+        of_best = f" (evaluation pictures of best, epoch {progress.best_epoch})" * (progress.best_epoch is not None)
         names = ", ".join(pictures[:6]) + ", ..." * (len(pictures) > 6)
         lines.append(f"  pictures: {len(pictures)} in {run_dir}{of_best}: {names}")
     train_s = sum(float(r.get("time_s") or 0) for r in rows)

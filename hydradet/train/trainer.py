@@ -20,6 +20,7 @@ from hydradet.data.dataset import SourceDataset, collate, split_datasets, with_r
 from hydradet.data.sampler import SourceBatchSampler
 from hydradet.data.seeding import SeededBatches, SeededDataset
 from hydradet.data.totals import check_totals, describe_data
+from hydradet.data.workers import ignore_sigint
 from hydradet.errors import ConfigError, TrainingStopped
 from hydradet.eval.calibration import calibrated_conf
 from hydradet.eval.evaluate import METRICS, evaluate, fitness, format_table
@@ -33,7 +34,7 @@ from hydradet.train.checkpoint import TrainState, checkpoint_path
 from hydradet.train.distill import Distiller, old_heads_of
 from hydradet.train.distributed import Dist, check_distributable, device_from, from_environment, rank_device
 from hydradet.train.ema import ModelEMA
-from hydradet.train.interrupt import GracefulStop, ignore_in_worker
+from hydradet.train.interrupt import GracefulStop, batches
 from hydradet.train.optim import build_optimizer, lr_factor, set_lr
 from hydradet.train.precision import precision_for
 from hydradet.train.pseudo import PseudoTeacher, pseudo_counts
@@ -185,7 +186,7 @@ def _train(cfg: Config, log: Callable[[str], None], stop: GracefulStop) -> Path:
         bar = tqdm(
             loader, desc, steps, leave=True, dynamic_ncols=True, disable=not dist.main, initial=progress.in_epoch
         )
-        for batch in bar:
+        for batch in batches(bar, stop):
             batch = batch.to(device, cfg.train.channels_last)
             pseudo_weight = None
             if pseudo is not None:  # the EMA teacher labels the batch here; a file teacher's boxes came with it
@@ -226,10 +227,7 @@ def _train(cfg: Config, log: Callable[[str], None], stop: GracefulStop) -> Path:
             progress.step += 1
             progress.in_epoch += 1
             if stop.requested(dist) and progress.in_epoch < steps:  # at the epoch's last step: after its end
-                progress.epoch_seconds = time.time() - t0
-                save_checkpoint_now(epoch_start_sampler)
-                bar.close()
-                raise stop.interrupted(run_dir, f"epoch {epoch}, step {progress.in_epoch}/{steps}")
+                break
             # Not inside a run of non-finite steps: the checkpoint to resume from (lower lr) stays the last good one.
             due = time.time() - last_save >= cfg.train.save_period * 60 and not progress.bad_in_a_row
             if progress.in_epoch < steps and due:
@@ -237,6 +235,10 @@ def _train(cfg: Config, log: Callable[[str], None], stop: GracefulStop) -> Path:
                 save_checkpoint_now(epoch_start_sampler)
                 last_save = time.time()
         bar.close()
+        if progress.in_epoch < steps:  # stopped by a signal (the only way out before the epoch's end)
+            progress.epoch_seconds = time.time() - t0
+            save_checkpoint_now(epoch_start_sampler)
+            raise stop.interrupted(run_dir, f"epoch {epoch}, step {progress.in_epoch}/{steps}")
         balance_now = balancer.weights_now()  # the weights this epoch's steps used (before DWA moves them)
         balancer.end_epoch({h: progress.sums[h] / progress.counts[h] for h in progress.sums})
         if progress.bad_steps:
@@ -285,7 +287,7 @@ def _train(cfg: Config, log: Callable[[str], None], stop: GracefulStop) -> Path:
         save_checkpoint_now(sampler.state_dict())
         if dist.main:
             write_results_csv(results_csv, progress.rows, csv_columns(cfg))
-        run_log.epoch_end(epoch, progress.rows)  # results.png, this evaluation's pictures, TensorBoard
+        run_log.epoch_end(epoch, progress.rows, final.calibrated_conf)  # results.png, evaluation pictures
         if epoch < cfg.train.epochs and stop.requested(dist):
             raise stop.interrupted(run_dir, f"the end of epoch {epoch}")
     stop.armed = False  # the run's last files: a signal now stops at once
@@ -349,7 +351,7 @@ def make_loader(
         batch_sampler=SeededBatches(sampler, seed, *((dist.rank, dist.world) if dist else (0, 1))),
         collate_fn=collate,
         num_workers=workers,
-        worker_init_fn=ignore_in_worker,  # Ctrl-C reaches the workers too: the trainer stops them (interrupt.py)
+        worker_init_fn=ignore_sigint,  # Ctrl-C reaches the workers too: the trainer stops them (train/interrupt.py)
         persistent_workers=workers > 0,
         pin_memory=pin_memory,  # page-locked batches: the copy to the GPU runs beside the step (non_blocking)
     )
