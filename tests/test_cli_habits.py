@@ -36,6 +36,7 @@ def test_shortcuts_set_the_full_keys(world: Path):
 
 def test_data_equals_config_trains_and_val_without_a_config_uses_the_run_s(world: Path, tmp_path: Path, capsys):
     args = [*CLI_FAST, "train.steps_per_epoch=1", f"project={tmp_path}"]
+    assert main(["data", "check", f"data={world / 'hydradet.yaml'}", f"project={tmp_path}"]) == 0
     assert main(["train", f"data={world / 'hydradet.yaml'}", "epochs=2", *args]) == 0
     rows = list(csv.DictReader((tmp_path / "train" / "results.csv").open()))
     assert len(rows) == 2  # epochs=2 took effect

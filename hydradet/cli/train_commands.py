@@ -25,7 +25,7 @@ def train_command(args: argparse.Namespace) -> int:
     elif len(configs) != 1:
         raise ConfigError(
             "train: give one config file (hydradet train CONFIG [key=value ...], or data=CONFIG) or a run to "
-            f"continue (--resume RUN); got {configs or 'none'}"
+            f"continue (--resume RUN); got {[str(c) for c in configs] or 'none'}"
         )
     else:
         cfg = load_config(configs[0], overrides)
@@ -126,7 +126,10 @@ def data_command(args: argparse.Namespace) -> int:
     from hydradet.model.weights_check import read_metadata
     from hydradet.train.run_folder import new_run_dir
 
-    cfg = load_config(args.config, args.overrides)
+    configs, overrides = split_positionals([str(args.config), *args.overrides])  # data=CONFIG as in train
+    if len(configs) != 1:
+        raise ConfigError(f"data check: give one config file (or data=CONFIG); got {[str(c) for c in configs]}")
+    cfg = load_config(configs[0], overrides)
     init_heads = read_metadata(cfg.model.init)["heads"] if cfg.model.init else {}
     check = check_data(cfg, decode=args.decode, init_heads=init_heads)
     # A sequence of its own (PROJECT/data_check, data_check2, ...): a check never takes the next training's name.

@@ -17,6 +17,7 @@ Under several processes the ranks agree (a sum over ranks each step), so that th
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -76,7 +77,8 @@ class GracefulStop:
         """The error to raise once the checkpoint is written; `where` e.g. "epoch 2, step 3/5"."""
         signum = self.signum if self.signum is not None else signal.SIGTERM  # another rank's signal: SIGTERM's
         name = signal.Signals(signum).name
-        return Interrupted(f"{name}: interrupted at {where}; resume: hydradet train --resume {run_dir}", signum)
+        resume = f"hydradet train --resume {shlex.quote(str(run_dir))}"  # pasted into a shell as printed
+        return Interrupted(f"{name}: interrupted at {where}; resume: {resume}", signum)
 
 
 def batches(loader: Iterable[T], stop: GracefulStop) -> Iterator[T]:
