@@ -17,7 +17,7 @@ def run_summary(cfg: Config, progress: Progress, run_dir: Path) -> list[str]:
     """The summary's lines. progress: the finished run's (rows = results.csv; best_epoch / best_metrics: the
     evaluation that chose best.safetensors, None / {} when no epoch was evaluated)."""
     rows = progress.rows
-    evaluated = [r for r in rows if str(r.get("eval_s", "")) != ""]
+    evaluated = evaluated_epochs(rows)
     weights = run_dir / "weights"
     lines = [f"summary of {run_dir}:"]
     if progress.best_fitness is None:
@@ -47,6 +47,11 @@ def run_summary(cfg: Config, progress: Progress, run_dir: Path) -> list[str]:
         f"results: {run_dir / 'results.csv'}"
     )
     return lines
+
+
+def evaluated_epochs(rows: list[dict]) -> list[int]:
+    """The epochs of results.csv's rows that were evaluated (their `eval_s` cell is filled)."""
+    return [int(r["epoch"]) for r in rows if str(r.get("eval_s", "")) != ""]
 
 
 def _duration(seconds: float) -> str:

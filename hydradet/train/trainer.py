@@ -41,7 +41,7 @@ from hydradet.train.pseudo import PseudoTeacher, pseudo_counts
 from hydradet.train.run_folder import csv_columns, new_run_dir, save_final_weights, write_results_csv
 from hydradet.train.step import NonFiniteStep, train_step
 from hydradet.train.stops import count_bad_step, out_of_memory_message
-from hydradet.train.summary import run_summary
+from hydradet.train.summary import evaluated_epochs, run_summary
 
 
 def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
@@ -291,7 +291,7 @@ def _train(cfg: Config, log: Callable[[str], None], stop: GracefulStop) -> Path:
         if epoch < cfg.train.epochs and stop.requested(dist):
             raise stop.interrupted(run_dir, f"the end of epoch {epoch}")
     stop.armed = False  # the run's last files: a signal now stops at once
-    if val_sets and progress.best_epoch not in (None, _last_evaluated(progress.rows)):
+    if val_sets and progress.best_epoch not in (None, max(evaluated_epochs(progress.rows), default=None)):
         _pictures_of_best(cfg, run_dir, val_sets, device, run_log, dist)
     run_log.close()
     # Never evaluated (no val data, or no epochs): best is the final model.
@@ -303,10 +303,6 @@ def _train(cfg: Config, log: Callable[[str], None], stop: GracefulStop) -> Path:
         log(line)
     dist.barrier()  # every rank returns once rank 0 has written the run's last files
     return run_dir
-
-
-def _last_evaluated(rows: list[dict]) -> int | None:
-    return max((int(r["epoch"]) for r in rows if str(r.get("eval_s", "")) != ""), default=None)
 
 
 def _pictures_of_best(
